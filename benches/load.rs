@@ -1,0 +1,270 @@
+//! duckflock load generator: point-query latency and throughput with 1 and 8
+//! clients, and a bulk read of a 6M-row table, each next to in-process DuckDB
+//! (duckdb-rs, same engine, same data) measured in the same run.
+//!
+//! Run: `cargo run --release --example load` (options: `--seconds N`,
+//! `--rows N`, `--bulk-rows N`). Prints a Markdown table of figures and ratios.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use rand::Rng;
+use tonic::transport::Channel;
+
+struct Opts {
+    seconds: f64,
+    rows: i64,
+    bulk_rows: i64,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str, default: f64| -> f64 {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Opts {
+        seconds: get("--seconds", 5.0),
+        rows: get("--rows", 1_000_000.0) as i64,
+        bulk_rows: get("--bulk-rows", 6_000_000.0) as i64,
+    }
+}
+
+fn setup_sql(rows: i64, bulk_rows: i64) -> String {
+    format!(
+        "CREATE TABLE points AS SELECT range AS id, range * 0.5 AS v, 'name-' || range AS s FROM range({rows});
+         ALTER TABLE points ADD PRIMARY KEY (id);
+         CREATE TABLE bulk AS SELECT range AS id, range % 1000 AS a, range * 1.5 AS b, 'row-' || range AS s,
+                DATE '2026-01-01' + (range % 365)::INTEGER AS d FROM range({bulk_rows});"
+    )
+}
+
+struct Stats {
+    p50_us: f64,
+    p99_us: f64,
+    qps: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
+    lat.sort();
+    let pick = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    Stats {
+        p50_us: pick(0.50),
+        p99_us: pick(0.99),
+        qps: lat.len() as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+fn start_server(data_dir: &std::path::Path) -> (Child, String) {
+    let exe = std::env::current_exe().expect("exe");
+    let bin: PathBuf = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("duckflock");
+    let mut child = Command::new(&bin)
+        .args(["serve", "--flight-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "start {}: {e} (build it with cargo build --release)",
+                bin.display()
+            )
+        });
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    let addr = loop {
+        let line = lines.next().expect("server output").expect("line");
+        if let Some(a) = line.strip_prefix("duckflock flight sql listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+async fn client(addr: &str) -> FlightSqlServiceClient<Channel> {
+    let ch = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut c = FlightSqlServiceClient::new(ch);
+    c.set_header("x-duckflock-month", "2026-01");
+    c
+}
+
+async fn server_point_queries(addr: &str, clients: usize, secs: f64, rows: i64) -> Stats {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = client(addr).await;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let id = rand::rng().random_range(0..rows);
+                let t = Instant::now();
+                let info = c
+                    .execute(format!("SELECT v, s FROM points WHERE id = {id}"), None)
+                    .await
+                    .expect("query");
+                let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+                let batches: Vec<_> = c
+                    .do_get(ticket)
+                    .await
+                    .expect("get")
+                    .try_collect()
+                    .await
+                    .expect("batches");
+                assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    stats(all, start.elapsed())
+}
+
+fn local_point_queries(conn: &duckdb::Connection, clients: usize, secs: f64, rows: i64) -> Stats {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let c = conn.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut rng = rand::rng();
+                while Instant::now() < deadline {
+                    let id = rng.random_range(0..rows);
+                    let t = Instant::now();
+                    // Same work as the server: a statement from SQL text, Arrow out.
+                    let mut stmt = c
+                        .prepare(&format!("SELECT v, s FROM points WHERE id = {id}"))
+                        .expect("prepare");
+                    let n: usize = stmt
+                        .query_arrow([])
+                        .expect("query")
+                        .map(|b| b.num_rows())
+                        .sum();
+                    assert_eq!(n, 1);
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let all: Vec<Duration> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    stats(all, start.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut server, addr) = start_server(&tmp.path().join("data"));
+    let mut c = client(&addr).await;
+    eprintln!(
+        "loading {} point rows and {} bulk rows ...",
+        o.rows, o.bulk_rows
+    );
+    c.execute_update(setup_sql(o.rows, o.bulk_rows), None)
+        .await
+        .expect("setup");
+    let local = duckdb::Connection::open(tmp.path().join("local.db")).expect("local db");
+    local
+        .execute_batch(&setup_sql(o.rows, o.bulk_rows))
+        .expect("local setup");
+    let local = Arc::new(local);
+
+    let mut table = vec![
+        "| workload | duckflock | in-process DuckDB | ratio |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    for clients in [1usize, 8] {
+        let s = server_point_queries(&addr, clients, o.seconds, o.rows).await;
+        let l = local_point_queries(&local, clients, o.seconds, o.rows);
+        table.push(format!(
+            "| point query, {clients} client(s): p50 | {:.0} µs | {:.0} µs | {:.1}× |",
+            s.p50_us,
+            l.p50_us,
+            s.p50_us / l.p50_us
+        ));
+        table.push(format!(
+            "| point query, {clients} client(s): p99 | {:.0} µs | {:.0} µs | {:.1}× |",
+            s.p99_us,
+            l.p99_us,
+            s.p99_us / l.p99_us
+        ));
+        table.push(format!(
+            "| point query, {clients} client(s): queries/s | {:.0} | {:.0} | {:.2} |",
+            s.qps,
+            l.qps,
+            s.qps / l.qps
+        ));
+    }
+
+    // Bulk read of the whole table to Arrow (3 runs, best).
+    let mut best_s = f64::MAX;
+    let mut best_l = f64::MAX;
+    let mut n_rows = 0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let info = c
+            .execute("SELECT * FROM bulk".into(), None)
+            .await
+            .expect("bulk");
+        let mut stream = c
+            .do_get(info.endpoint[0].ticket.clone().expect("ticket"))
+            .await
+            .expect("get");
+        let mut n = 0;
+        while let Some(b) = stream.try_next().await.expect("batch") {
+            n += b.num_rows();
+        }
+        best_s = best_s.min(t.elapsed().as_secs_f64());
+        n_rows = n;
+        let t = Instant::now();
+        let mut stmt = local.prepare("SELECT * FROM bulk").expect("prepare");
+        let n: usize = stmt
+            .stream_arrow([])
+            .expect("stream")
+            .map(|b| b.expect("batch").num_rows())
+            .sum();
+        assert_eq!(n, n_rows);
+        best_l = best_l.min(t.elapsed().as_secs_f64());
+    }
+    table.push(format!(
+        "| bulk read {n_rows} rows to Arrow: seconds | {best_s:.2} s | {best_l:.2} s | {:.1}× |",
+        best_s / best_l
+    ));
+    table.push(format!(
+        "| bulk read: rows/s | {:.1} M | {:.1} M | {:.2} |",
+        n_rows as f64 / best_s / 1e6,
+        n_rows as f64 / best_l / 1e6,
+        best_l / best_s
+    ));
+    println!("{}", table.join("\n"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let _ = server.wait();
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit + integration tests (release profile, the one
+# profile this project builds), then the Python client examples and tests
+# against the real binary. Safe on a fresh machine: it creates what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One persistent target dir outside the clone: DuckDB is compiled once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/duckflock/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+echo "== cargo build --release"
+cargo build --release --all-targets
+echo "== cargo test --release"
+cargo test --release -- --test-threads 4
+
+# Python clients: a venv keyed by the requirements, reused across runs.
+req=tests/python/requirements.txt
+venv="$HOME/.cache/duckflock/venv-$(sha256sum "$req" | cut -c1-12)"
+if [ ! -x "$venv/bin/pytest" ]; then
+  echo "== creating Python venv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+fi
+export DUCKFLOCK_BIN="$CARGO_TARGET_DIR/release/duckflock"
+
+echo "== client examples (clients/)"
+"$venv/bin/python" clients/run_examples.py
+
+echo "== pytest (ADBC, pyarrow, polars, pandas vs in-process DuckDB)"
+"$venv/bin/pytest" -q tests/python

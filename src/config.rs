@@ -1,0 +1,105 @@
+//! Command line, environment (`DUCKFLOCK_*`) and optional TOML file, merged
+//! with the precedence flag > env > file > built-in default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "duckflock",
+    version,
+    about = "Arrow Flight SQL server over monthly DuckDB partitions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// Optional TOML file with any of these options (keys as the flag names).
+    #[arg(long, env = "DUCKFLOCK_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory holding one folder per month [default: ./data].
+    #[arg(long, env = "DUCKFLOCK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Flight SQL listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "DUCKFLOCK_FLIGHT_ADDR")]
+    pub flight_addr: Option<SocketAddr>,
+    /// DuckDB memory budget, e.g. 4GB [default: DuckDB's].
+    #[arg(long, env = "DUCKFLOCK_MEMORY_LIMIT")]
+    pub memory_limit: Option<String>,
+    /// DuckDB worker threads [default: number of cores].
+    #[arg(long, env = "DUCKFLOCK_THREADS")]
+    pub threads: Option<usize>,
+    /// Time zone that decides the default (current) month [default: UTC].
+    #[arg(long, env = "DUCKFLOCK_TIMEZONE")]
+    pub timezone: Option<String>,
+    /// Allow a non-loopback listen address without authentication.
+    #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure: Option<bool>,
+}
+
+/// Fully resolved server settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub flight_addr: SocketAddr,
+    pub memory_limit: Option<String>,
+    pub threads: Option<usize>,
+    pub timezone: chrono_tz::Tz,
+    pub insecure: bool,
+}
+
+impl ServeArgs {
+    /// Fills what flags and env left unset from the TOML file, then defaults.
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file: ServeArgs = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => ServeArgs::default(),
+        };
+        let timezone = self
+            .timezone
+            .or(file.timezone)
+            .unwrap_or_else(|| "UTC".into());
+        let cfg = ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            flight_addr: self
+                .flight_addr
+                .or(file.flight_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            memory_limit: self.memory_limit.or(file.memory_limit),
+            threads: self.threads.or(file.threads),
+            timezone: timezone
+                .parse()
+                .map_err(|_| anyhow::anyhow!("unknown time zone '{timezone}'"))?,
+            insecure: self.insecure.or(file.insecure).unwrap_or(false),
+        };
+        if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {
+            anyhow::bail!(
+                "refusing to listen on {} without authentication; pass --insecure to allow it",
+                cfg.flight_addr
+            );
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,255 @@
+//! One DuckDB database (file) and its connections.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::ptr;
+use std::sync::Arc;
+
+use duckdb::ffi;
+
+use super::cstr_to_string;
+use super::error::{DuckError, DuckErrorKind, DuckResult};
+use super::result::QueryResult;
+use super::statement::Prepared;
+
+/// Settings applied when a database is opened.
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    /// DuckDB `memory_limit`, e.g. `"2GB"`.
+    pub memory_limit: Option<String>,
+    /// DuckDB `threads`.
+    pub threads: Option<usize>,
+    /// Where DuckDB spills when a query exceeds `memory_limit`.
+    pub temp_directory: Option<String>,
+    /// Open read-only (the scratch database for months that do not exist yet).
+    pub read_only: bool,
+}
+
+/// An open DuckDB database. Opened exactly once per file; connections are
+/// handed out from it. DuckDB's database object is thread-safe.
+pub struct Database {
+    raw: ffi::duckdb_database,
+    path: String,
+}
+
+// SAFETY: duckdb_database is internally synchronised; DuckDB documents that a
+// database handle may be shared between threads that each use their own
+// connection.
+unsafe impl Send for Database {}
+unsafe impl Sync for Database {}
+
+impl Database {
+    /// Opens (or creates) the database at `path`; `":memory:"` for in-memory.
+    pub fn open(path: &Path, opts: &DbOptions) -> DuckResult<Arc<Database>> {
+        let path_str = path.to_string_lossy().into_owned();
+        let c_path = CString::new(path_str.clone())
+            .map_err(|_| DuckError::new(DuckErrorKind::InvalidInput, "path contains NUL"))?;
+        let mut config: ffi::duckdb_config = ptr::null_mut();
+        // SAFETY: out-pointer is valid; config is destroyed below.
+        if unsafe { ffi::duckdb_create_config(&mut config) } != ffi::DuckDBSuccess {
+            return Err(DuckError::new(
+                DuckErrorKind::Internal,
+                "could not create DuckDB config",
+            ));
+        }
+        let mut settings: Vec<(&str, String)> = Vec::new();
+        if let Some(m) = &opts.memory_limit {
+            settings.push(("memory_limit", m.clone()));
+        }
+        if let Some(t) = opts.threads {
+            settings.push(("threads", t.to_string()));
+        }
+        if let Some(d) = &opts.temp_directory {
+            settings.push(("temp_directory", d.clone()));
+        }
+        if opts.read_only {
+            settings.push(("access_mode", "READ_ONLY".into()));
+        }
+        // Extensions are never downloaded or loaded at run time.
+        settings.push(("autoinstall_known_extensions", "false".into()));
+        settings.push(("autoload_known_extensions", "false".into()));
+        for (k, v) in &settings {
+            let (ck, cv) = (CString::new(*k), CString::new(v.as_str()));
+            let ok = match (ck, cv) {
+                (Ok(ck), Ok(cv)) => {
+                    // SAFETY: valid config and NUL-terminated strings.
+                    let state = unsafe { ffi::duckdb_set_config(config, ck.as_ptr(), cv.as_ptr()) };
+                    state == ffi::DuckDBSuccess
+                }
+                _ => false,
+            };
+            if !ok {
+                // SAFETY: config was created above.
+                unsafe { ffi::duckdb_destroy_config(&mut config) };
+                return Err(DuckError::new(
+                    DuckErrorKind::InvalidInput,
+                    format!("invalid DuckDB setting {k}={v}"),
+                ));
+            }
+        }
+        let mut raw: ffi::duckdb_database = ptr::null_mut();
+        let mut err: *mut std::os::raw::c_char = ptr::null_mut();
+        // SAFETY: all pointers valid; err is freed with duckdb_free.
+        let state = unsafe { ffi::duckdb_open_ext(c_path.as_ptr(), &mut raw, config, &mut err) };
+        // SAFETY: config no longer needed after open.
+        unsafe { ffi::duckdb_destroy_config(&mut config) };
+        if state != ffi::DuckDBSuccess {
+            let msg = cstr_to_string(err).unwrap_or_else(|| "could not open database".into());
+            if !err.is_null() {
+                // SAFETY: err was allocated by DuckDB.
+                unsafe { ffi::duckdb_free(err.cast()) };
+            }
+            return Err(DuckError::from_message(format!("{path_str}: {msg}")));
+        }
+        Ok(Arc::new(Database {
+            raw,
+            path: path_str,
+        }))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A new connection to this database.
+    pub fn connect(self: &Arc<Self>) -> DuckResult<Conn> {
+        let mut raw: ffi::duckdb_connection = ptr::null_mut();
+        // SAFETY: self.raw is a live database.
+        if unsafe { ffi::duckdb_connect(self.raw, &mut raw) } != ffi::DuckDBSuccess {
+            return Err(DuckError::new(
+                DuckErrorKind::Internal,
+                "could not connect to database",
+            ));
+        }
+        Ok(Conn {
+            raw,
+            _db: Arc::clone(self),
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // SAFETY: every Conn holds an Arc<Database>, so no connection outlives this.
+        unsafe { ffi::duckdb_close(&mut self.raw) };
+    }
+}
+
+/// One DuckDB connection: its own transaction and session state.
+/// `Send` but not `Sync`: one thread uses it at a time.
+pub struct Conn {
+    raw: ffi::duckdb_connection,
+    _db: Arc<Database>,
+}
+
+// SAFETY: a DuckDB connection may move between threads as long as it is used
+// by one thread at a time, which `&mut`/ownership (not Sync) guarantees.
+unsafe impl Send for Conn {}
+
+impl Conn {
+    pub(crate) fn raw(&self) -> ffi::duckdb_connection {
+        self.raw
+    }
+
+    /// Runs SQL (one or more statements, each prepared after the previous
+    /// one ran) and discards the results. For the server's own statements.
+    pub fn execute_batch(&self, sql: &str) -> DuckResult<()> {
+        let script = self.extract(sql)?;
+        for i in 0..script.len() {
+            script.prepare(self, i)?.execute()?;
+        }
+        Ok(())
+    }
+
+    /// Prepares a single statement.
+    pub fn prepare(&self, sql: &str) -> DuckResult<Prepared<'_>> {
+        let c_sql = CString::new(sql).map_err(|_| {
+            DuckError::new(
+                DuckErrorKind::Parser,
+                "Parser Error: SQL contains a NUL byte",
+            )
+        })?;
+        let mut raw: ffi::duckdb_prepared_statement = ptr::null_mut();
+        // SAFETY: live connection, valid C string, out-pointer.
+        let state = unsafe { ffi::duckdb_prepare(self.raw, c_sql.as_ptr(), &mut raw) };
+        Prepared::from_raw(self, raw, state)
+    }
+
+    /// Splits SQL into statements with DuckDB's parser.
+    pub fn extract(&self, sql: &str) -> DuckResult<Script> {
+        let c_sql = CString::new(sql).map_err(|_| {
+            DuckError::new(
+                DuckErrorKind::Parser,
+                "Parser Error: SQL contains a NUL byte",
+            )
+        })?;
+        let mut raw: ffi::duckdb_extracted_statements = ptr::null_mut();
+        // SAFETY: live connection, valid string, out-pointer.
+        let n = unsafe { ffi::duckdb_extract_statements(self.raw, c_sql.as_ptr(), &mut raw) };
+        if n == 0 {
+            // SAFETY: raw is valid (possibly holding an error) and destroyed by Script.
+            let msg = cstr_to_string(unsafe { ffi::duckdb_extract_statements_error(raw) });
+            let script = Script { raw, len: 0 };
+            drop(script);
+            return Err(match msg {
+                Some(m) => DuckError::from_message(m),
+                None => DuckError::new(
+                    DuckErrorKind::Parser,
+                    "Parser Error: no statement to execute",
+                ),
+            });
+        }
+        Ok(Script {
+            raw,
+            len: n as usize,
+        })
+    }
+
+    /// Runs one statement and returns its (materialised) result; for internal
+    /// bookkeeping queries with small answers.
+    pub fn query(&self, sql: &str) -> DuckResult<QueryResult<'_>> {
+        let mut stmt = self.prepare(sql)?;
+        stmt.execute_owned()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: the connection is live and used by no other thread.
+        unsafe { ffi::duckdb_disconnect(&mut self.raw) };
+    }
+}
+
+/// SQL split into statements by DuckDB's parser.
+pub struct Script {
+    raw: ffi::duckdb_extracted_statements,
+    len: usize,
+}
+
+impl Script {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Prepares statement `i` on `conn` (later statements may depend on the
+    /// effects of executing earlier ones, so prepare them one at a time).
+    pub fn prepare<'c>(&self, conn: &'c Conn, i: usize) -> DuckResult<Prepared<'c>> {
+        let mut raw: ffi::duckdb_prepared_statement = ptr::null_mut();
+        // SAFETY: i < len, valid extracted statements and connection.
+        let state = unsafe {
+            ffi::duckdb_prepare_extracted_statement(conn.raw(), self.raw, i as u64, &mut raw)
+        };
+        Prepared::from_raw(conn, raw, state)
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        // SAFETY: created by duckdb_extract_statements.
+        unsafe { ffi::duckdb_destroy_extracted(&mut self.raw) };
+    }
+}

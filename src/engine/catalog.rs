@@ -1,0 +1,169 @@
+//! Metadata read from DuckDB's own catalog functions (`duckdb_tables()`,
+//! `duckdb_constraints()`, ...), with the server's internal schema hidden.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+
+use crate::duck::Conn;
+
+use super::error::{EngineError, EngineResult};
+use super::months::INTERNAL_SCHEMA;
+use super::node::Node;
+
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    pub table_type: String,
+    pub arrow_schema: Option<SchemaRef>,
+}
+
+pub struct PrimaryKey {
+    pub catalog: String,
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    pub key_name: Option<String>,
+    pub seq: i32,
+}
+
+pub struct ForeignKey {
+    pub catalog: String,
+    pub fk_schema: String,
+    pub fk_table: String,
+    pub fk_column: String,
+    pub pk_table: String,
+    pub pk_column: String,
+    pub seq: i32,
+    pub fk_name: Option<String>,
+}
+
+/// Runs an internal query and returns every cell as an optional string.
+fn rows(conn: &Conn, sql: &str) -> EngineResult<Vec<Vec<Option<String>>>> {
+    let mut res = conn.query(sql)?;
+    let mut out = Vec::new();
+    while let Some(batch) = res.next_batch()? {
+        let cols: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8))
+            .collect::<Result<_, _>>()
+            .map_err(|e| EngineError::internal(e.to_string()))?;
+        for r in 0..batch.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn cell(row: &[Option<String>], i: usize) -> String {
+    row.get(i).cloned().flatten().unwrap_or_default()
+}
+
+/// Quotes an identifier for DuckDB.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn keywords(void: &Arc<Node>) -> EngineResult<Vec<String>> {
+    let mut lease = void.lease()?;
+    lease.with(|c| {
+        Ok(
+            rows(c, "SELECT keyword_name FROM duckdb_keywords() ORDER BY 1")?
+                .iter()
+                .map(|r| cell(r, 0))
+                .collect(),
+        )
+    })
+}
+
+pub fn schemas(conn: &Conn) -> EngineResult<Vec<String>> {
+    let sql = format!(
+        "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() \
+         AND schema_name NOT IN ('information_schema', 'pg_catalog', '{INTERNAL_SCHEMA}') ORDER BY 1"
+    );
+    Ok(rows(conn, &sql)?.iter().map(|r| cell(r, 0)).collect())
+}
+
+pub fn tables(conn: &Conn, catalog: &str, include_schema: bool) -> EngineResult<Vec<TableInfo>> {
+    let sql = format!(
+        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() \
+           WHERE database_name = current_database() AND NOT internal AND schema_name <> '{INTERNAL_SCHEMA}' \
+         UNION ALL \
+         SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() \
+           WHERE database_name = current_database() AND NOT internal AND schema_name <> '{INTERNAL_SCHEMA}' \
+         ORDER BY 1, 2"
+    );
+    rows(conn, &sql)?
+        .iter()
+        .map(|r| {
+            let (schema, name) = (cell(r, 0), cell(r, 1));
+            let arrow_schema = if include_schema {
+                let stmt = conn.prepare(&format!(
+                    "SELECT * FROM {}.{}",
+                    quote_ident(&schema),
+                    quote_ident(&name)
+                ))?;
+                Some(stmt.result_schema()?)
+            } else {
+                None
+            };
+            Ok(TableInfo {
+                catalog: catalog.to_string(),
+                schema,
+                name,
+                table_type: cell(r, 2),
+                arrow_schema,
+            })
+        })
+        .collect()
+}
+
+pub fn primary_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<PrimaryKey>> {
+    let sql = format!(
+        "SELECT schema_name, table_name, unnest(constraint_column_names), \
+                generate_subscripts(constraint_column_names, 1), constraint_name \
+         FROM duckdb_constraints() WHERE database_name = current_database() \
+           AND constraint_type = 'PRIMARY KEY' AND schema_name <> '{INTERNAL_SCHEMA}' ORDER BY 1, 2, 4"
+    );
+    Ok(rows(conn, &sql)?
+        .iter()
+        .map(|r| PrimaryKey {
+            catalog: catalog.to_string(),
+            schema: cell(r, 0),
+            table: cell(r, 1),
+            column: cell(r, 2),
+            seq: cell(r, 3).parse().unwrap_or(0),
+            key_name: r.get(4).cloned().flatten(),
+        })
+        .collect())
+}
+
+pub fn foreign_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<ForeignKey>> {
+    let sql = format!(
+        "SELECT schema_name, table_name, unnest(constraint_column_names), referenced_table, \
+                unnest(referenced_column_names), generate_subscripts(constraint_column_names, 1), constraint_name \
+         FROM duckdb_constraints() WHERE database_name = current_database() \
+           AND constraint_type = 'FOREIGN KEY' AND schema_name <> '{INTERNAL_SCHEMA}' ORDER BY 1, 2, 6"
+    );
+    Ok(rows(conn, &sql)?
+        .iter()
+        .map(|r| ForeignKey {
+            catalog: catalog.to_string(),
+            fk_schema: cell(r, 0),
+            fk_table: cell(r, 1),
+            fk_column: cell(r, 2),
+            pk_table: cell(r, 3),
+            pk_column: cell(r, 4),
+            seq: cell(r, 5).parse().unwrap_or(0),
+            fk_name: r.get(6).cloned().flatten(),
+        })
+        .collect())
+}

@@ -1,0 +1,69 @@
+//! Engine errors: a protocol-neutral class plus DuckDB's message. The Flight
+//! layer maps the class to a gRPC code, the HTTP layer to a status code.
+
+use crate::duck::{DuckError, DuckErrorKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    Aborted,
+    ResourceExhausted,
+    PermissionDenied,
+    Cancelled,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl EngineError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::InvalidArgument, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::NotFound, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::PermissionDenied, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorClass::Internal, message)
+    }
+}
+
+impl From<DuckError> for EngineError {
+    fn from(e: DuckError) -> Self {
+        use DuckErrorKind::*;
+        let class = match e.kind {
+            Parser | Binder | Conversion | InvalidInput | NotImplemented => {
+                ErrorClass::InvalidArgument
+            }
+            // DuckDB uses one class for missing and duplicate catalog entries.
+            Catalog if e.message.contains("does not exist") => ErrorClass::NotFound,
+            Catalog if e.message.contains("already exists") => ErrorClass::AlreadyExists,
+            Catalog => ErrorClass::InvalidArgument,
+            Constraint => ErrorClass::FailedPrecondition,
+            Transaction => ErrorClass::Aborted,
+            OutOfMemory => ErrorClass::ResourceExhausted,
+            Interrupt => ErrorClass::Cancelled,
+            Io | Internal | Other => ErrorClass::Internal,
+        };
+        EngineError::new(class, e.message)
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

@@ -1,0 +1,659 @@
+//! The engine: the one place that runs SQL. The Flight SQL service (and the
+//! HTTP gateway to come) translate their requests into calls here.
+//!
+//! Routing: a statement runs against one month (explicit header, the
+//! session's `catalog`, or the current month). Writes run on the month's
+//! primary; a month that does not exist yet is created by its first write,
+//! and reads on it are answered by an empty scratch database.
+
+mod catalog;
+mod classify;
+mod error;
+mod exec;
+mod month;
+mod months;
+mod node;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
+pub use classify::StatementKind;
+pub use error::{EngineError, EngineResult, ErrorClass};
+pub use month::MonthId;
+pub use months::INTERNAL_SCHEMA;
+
+use crate::duck::DbOptions;
+use classify::classify;
+use months::MonthRegistry;
+use node::Lease;
+use state::{new_id, Parked, PreparedEntry, Session, State, Timeouts, Transaction};
+
+/// Engine settings (from the CLI/config).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub memory_limit: Option<String>,
+    pub threads: Option<usize>,
+    pub timezone: Tz,
+}
+
+/// Who is calling and in which context; built by the protocol layers from
+/// headers, session cookies and command fields.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Raw `x-duckflock-month` header (validated here).
+    pub month: Option<String>,
+    /// Flight SQL session id (cookie).
+    pub session: Option<String>,
+    /// Flight SQL transaction id.
+    pub transaction: Option<String>,
+}
+
+/// A planned statement: either run when the client fetches it (reads), or
+/// already executed with its result parked until fetched (writes).
+pub enum Planned {
+    Lazy { schema: SchemaRef },
+    Parked { id: String, schema: SchemaRef },
+}
+
+/// A result being streamed out of DuckDB.
+pub struct BatchStream {
+    pub schema: SchemaRef,
+    pub batches: mpsc::Receiver<EngineResult<RecordBatch>>,
+}
+
+pub struct PreparedInfo {
+    pub handle: String,
+    pub dataset_schema: SchemaRef,
+    pub parameter_schema: SchemaRef,
+}
+
+/// A session option value (Flight SQL `SessionOptionValue`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    String(String),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    StringList(Vec<String>),
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    months: MonthRegistry,
+    state: State,
+    timeouts: Timeouts,
+    keywords: Vec<String>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> EngineResult<T> + Send + 'static,
+) -> EngineResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::internal(format!("internal error while executing: {e}")))?
+}
+
+impl Engine {
+    pub fn open(cfg: EngineConfig) -> EngineResult<Arc<Engine>> {
+        let opts = DbOptions {
+            memory_limit: cfg.memory_limit.clone(),
+            threads: cfg.threads,
+            temp_directory: Some(cfg.data_dir.join(".tmp").to_string_lossy().into_owned()),
+            read_only: false,
+        };
+        let months = MonthRegistry::open(cfg.data_dir.clone(), opts)?;
+        let keywords = catalog::keywords(months.void())?;
+        Ok(Arc::new(Engine {
+            cfg,
+            months,
+            state: State::default(),
+            timeouts: Timeouts::default(),
+            keywords,
+        }))
+    }
+
+    /// Expires idle sessions, transactions, prepared statements and parked
+    /// results every few seconds until the engine is dropped.
+    pub fn spawn_janitor(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { break };
+                let n = engine.state.expire(&engine.timeouts);
+                if n > 0 {
+                    tracing::debug!(expired = n, "expired idle client state");
+                }
+            }
+        });
+    }
+
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    pub fn months(&self) -> Vec<MonthId> {
+        self.months.list().iter().map(|m| m.id).collect()
+    }
+
+    /// Checkpoints every primary (graceful shutdown).
+    pub async fn shutdown(self: &Arc<Self>) {
+        let me = Arc::clone(self);
+        let _ = blocking(move || {
+            me.state.transactions.lock().clear();
+            me.state.sessions.lock().clear();
+            me.months.checkpoint_all();
+            Ok(())
+        })
+        .await;
+    }
+
+    // ----- routing ---------------------------------------------------------
+
+    /// The month a call runs against: header, else session catalog, else the
+    /// current month in the server's time zone.
+    pub fn resolve_month(&self, ctx: &CallContext) -> EngineResult<MonthId> {
+        if let Some(txn) = &ctx.transaction {
+            if let Some(t) = self.state.transactions.lock().get(txn) {
+                return Ok(t.month);
+            }
+        }
+        if let Some(m) = &ctx.month {
+            return m.parse();
+        }
+        if let Some(sid) = &ctx.session {
+            if let Some(c) = self.state.sessions.lock().get(sid).and_then(|s| s.catalog) {
+                return Ok(c);
+            }
+        }
+        Ok(MonthId::current(self.cfg.timezone))
+    }
+
+    /// The connection a statement runs on. `sql` is used to decide whether a
+    /// statement on a month that does not exist yet is a write (which creates
+    /// the month) or a read (answered by the empty scratch database).
+    async fn lease_for(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        month: MonthId,
+        sql: Option<&str>,
+    ) -> EngineResult<(Lease, bool)> {
+        if let Some(txn) = &ctx.transaction {
+            let mut txns = self.state.transactions.lock();
+            let t = txns.get_mut(txn).ok_or_else(|| {
+                EngineError::not_found(format!(
+                    "transaction {txn} does not exist (expired or ended)"
+                ))
+            })?;
+            t.last_used = Instant::now();
+            return Ok((Lease::Shared(Arc::clone(&t.conn)), true));
+        }
+        let month_obj = match self.months.get(month) {
+            Some(m) => m,
+            None => {
+                let writes = match sql {
+                    Some(sql) => {
+                        let void = Arc::clone(self.months.void());
+                        let sql = sql.to_string();
+                        blocking(move || {
+                            let mut lease = void.lease()?;
+                            lease.with(|conn| first_is_write(conn, &sql))
+                        })
+                        .await?
+                    }
+                    None => false,
+                };
+                if !writes {
+                    return Ok((self.months.void().lease()?, false));
+                }
+                let me = Arc::clone(self);
+                blocking(move || me.months.get_or_create(month)).await?
+            }
+        };
+        if let Some(sid) = &ctx.session {
+            let mut sessions = self.state.sessions.lock();
+            if let Some(s) = sessions.get_mut(sid) {
+                s.last_used = Instant::now();
+                if let Some(c) = s.conns.get(&month) {
+                    return Ok((Lease::Shared(Arc::clone(c)), false));
+                }
+                let conn = Arc::new(Mutex::new(month_obj.primary().connect()?));
+                s.conns.insert(month, Arc::clone(&conn));
+                return Ok((Lease::Shared(conn), false));
+            }
+        }
+        Ok((month_obj.primary().lease()?, false))
+    }
+
+    // ----- statements ------------------------------------------------------
+
+    /// Plans a statement sent through the query path. A single read is
+    /// prepared (its schema known) and runs when fetched; anything else
+    /// (DDL, DML, `RETURNING`, scripts) runs now, exactly once, and its
+    /// result is parked for the fetch.
+    pub async fn plan_query(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+    ) -> EngineResult<Planned> {
+        let month = self.resolve_month(ctx)?;
+        let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
+        let sql = sql.to_string();
+        let me = Arc::clone(self);
+        blocking(move || {
+            lease.with(|conn| {
+                let script = conn.extract(&sql)?;
+                if script.len() == 1 {
+                    let stmt = script.prepare(conn, 0)?;
+                    if classify(stmt.statement_type()) == StatementKind::Read {
+                        return Ok(Planned::Lazy {
+                            schema: stmt.result_schema()?,
+                        });
+                    }
+                }
+                drop(script);
+                let (schema, batches) = exec::run_collect(conn, &sql, &[], in_txn)?;
+                Ok(me.park(schema, batches))
+            })
+        })
+        .await
+    }
+
+    fn park(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Planned {
+        let id = new_id();
+        self.state.parked.lock().insert(
+            id.clone(),
+            Parked {
+                schema: Arc::clone(&schema),
+                batches,
+                created: Instant::now(),
+            },
+        );
+        Planned::Parked { id, schema }
+    }
+
+    /// Takes a parked result (each can be fetched once).
+    pub fn take_parked(&self, id: &str) -> EngineResult<(SchemaRef, Vec<RecordBatch>)> {
+        self.state
+            .parked
+            .lock()
+            .remove(id)
+            .map(|p| (p.schema, p.batches))
+            .ok_or_else(|| {
+                EngineError::not_found("result not found: it was already fetched or expired")
+            })
+    }
+
+    /// Executes a statement and streams its result.
+    pub async fn stream_query(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<BatchStream> {
+        let month = self.resolve_month(ctx)?;
+        let (lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
+        let (schema_rx, batches) = exec::spawn_stream(lease, sql.to_string(), params, true);
+        let schema = schema_rx
+            .await
+            .map_err(|_| EngineError::internal("execution ended without a result"))??;
+        Ok(BatchStream { schema, batches })
+    }
+
+    /// Executes a statement for its affected-row count. Many parameter rows
+    /// run as one transaction.
+    pub async fn execute_update(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<u64> {
+        let month = self.resolve_month(ctx)?;
+        let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
+        let sql = sql.to_string();
+        blocking(move || lease.with(|conn| exec::run_update(conn, &sql, &params, in_txn))).await
+    }
+
+    // ----- prepared statements ---------------------------------------------
+
+    pub async fn create_prepared(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+    ) -> EngineResult<PreparedInfo> {
+        let month = self.resolve_month(ctx)?;
+        let (mut lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
+        let sql_owned = sql.to_string();
+        let (kind, dataset_schema, parameter_schema) = blocking(move || {
+            lease.with(|conn| {
+                let script = conn.extract(&sql_owned)?;
+                if script.len() > 1 {
+                    // A script: later statements may depend on earlier ones,
+                    // so nothing can be prepared before it runs.
+                    let empty: SchemaRef = Arc::new(arrow::datatypes::Schema::empty());
+                    return Ok((StatementKind::Write, Arc::clone(&empty), empty));
+                }
+                let stmt = script.prepare(conn, 0)?;
+                let kind = classify(stmt.statement_type());
+                if let Some(e) = classify::refuse(kind) {
+                    return Err(e);
+                }
+                Ok((kind, stmt.result_schema()?, stmt.parameter_schema()?))
+            })
+        })
+        .await?;
+        let handle = new_id();
+        self.state.prepared.lock().insert(
+            handle.clone(),
+            PreparedEntry {
+                sql: sql.to_string(),
+                month,
+                session: ctx.session.clone(),
+                transaction: ctx.transaction.clone(),
+                kind,
+                dataset_schema: Arc::clone(&dataset_schema),
+                params: Vec::new(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(PreparedInfo {
+            handle,
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    /// The context and SQL a prepared statement runs with: the month it was
+    /// prepared for, and the caller's current transaction if any.
+    fn prepared_call(
+        &self,
+        handle: &str,
+        ctx: &CallContext,
+    ) -> EngineResult<(
+        CallContext,
+        String,
+        StatementKind,
+        Vec<RecordBatch>,
+        SchemaRef,
+    )> {
+        let mut map = self.state.prepared.lock();
+        let p = map.get_mut(handle).ok_or_else(|| {
+            EngineError::not_found("prepared statement not found (closed or expired)")
+        })?;
+        p.last_used = Instant::now();
+        let call = CallContext {
+            month: Some(p.month.to_string()),
+            session: ctx.session.clone().or_else(|| p.session.clone()),
+            transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
+        };
+        Ok((
+            call,
+            p.sql.clone(),
+            p.kind,
+            p.params.clone(),
+            Arc::clone(&p.dataset_schema),
+        ))
+    }
+
+    /// Binds parameter batches to a prepared statement (replacing earlier ones).
+    pub fn bind_prepared(&self, handle: &str, params: Vec<RecordBatch>) -> EngineResult<()> {
+        let mut map = self.state.prepared.lock();
+        let p = map.get_mut(handle).ok_or_else(|| {
+            EngineError::not_found("prepared statement not found (closed or expired)")
+        })?;
+        p.params = params;
+        p.last_used = Instant::now();
+        Ok(())
+    }
+
+    pub fn close_prepared(&self, handle: &str) {
+        self.state.prepared.lock().remove(handle);
+    }
+
+    /// Plans a prepared statement for fetching (see [`Engine::plan_query`]).
+    pub async fn plan_prepared(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        handle: &str,
+    ) -> EngineResult<Planned> {
+        let (call, sql, kind, params, schema) = self.prepared_call(handle, ctx)?;
+        if kind == StatementKind::Read {
+            return Ok(Planned::Lazy { schema });
+        }
+        let month = self.resolve_month(&call)?;
+        let (mut lease, in_txn) = self.lease_for(&call, month, Some(&sql)).await?;
+        let me = Arc::clone(self);
+        blocking(move || {
+            let (schema, batches) =
+                lease.with(|conn| exec::run_collect(conn, &sql, &params, in_txn))?;
+            Ok(me.park(schema, batches))
+        })
+        .await
+    }
+
+    pub async fn stream_prepared(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        handle: &str,
+    ) -> EngineResult<BatchStream> {
+        let (call, sql, _, params, _) = self.prepared_call(handle, ctx)?;
+        self.stream_query(&call, &sql, params).await
+    }
+
+    /// Executes a prepared update with the given parameter rows (or the ones
+    /// bound before, when none are given).
+    pub async fn update_prepared(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        handle: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<u64> {
+        let (call, sql, _, bound, _) = self.prepared_call(handle, ctx)?;
+        let params = if params.is_empty() { bound } else { params };
+        self.execute_update(&call, &sql, params).await
+    }
+
+    // ----- transactions ----------------------------------------------------
+
+    /// Begins a transaction on the month's primary (creating the month).
+    pub async fn begin_transaction(self: &Arc<Self>, ctx: &CallContext) -> EngineResult<String> {
+        let month = self.resolve_month(ctx)?;
+        let me = Arc::clone(self);
+        let conn = blocking(move || {
+            let m = me.months.get_or_create(month)?;
+            let conn = m.primary().connect()?;
+            conn.execute_batch("BEGIN TRANSACTION")?;
+            Ok(conn)
+        })
+        .await?;
+        let id = new_id();
+        self.state.transactions.lock().insert(
+            id.clone(),
+            Transaction {
+                month,
+                conn: Arc::new(Mutex::new(conn)),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(id)
+    }
+
+    pub async fn end_transaction(self: &Arc<Self>, id: &str, commit: bool) -> EngineResult<()> {
+        let txn = self.state.transactions.lock().remove(id).ok_or_else(|| {
+            EngineError::not_found(format!(
+                "transaction {id} does not exist (expired or ended)"
+            ))
+        })?;
+        blocking(move || {
+            let conn = txn.conn.lock();
+            conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
+            Ok(())
+        })
+        .await
+    }
+
+    // ----- sessions --------------------------------------------------------
+
+    /// Sets session options, creating the session if needed. Returns the
+    /// session id and the options that were refused with a reason.
+    pub fn set_session_options(
+        &self,
+        session: Option<&str>,
+        options: Vec<(String, OptionValue)>,
+    ) -> (String, Vec<(String, EngineError)>) {
+        let mut sessions = self.state.sessions.lock();
+        let id = match session {
+            Some(s) if sessions.contains_key(s) => s.to_string(),
+            _ => new_id(),
+        };
+        let s = sessions.entry(id.clone()).or_insert_with(|| Session {
+            catalog: None,
+            conns: Default::default(),
+            last_used: Instant::now(),
+        });
+        s.last_used = Instant::now();
+        let mut errors = Vec::new();
+        for (name, value) in options {
+            match (name.as_str(), value) {
+                ("catalog", OptionValue::String(v)) => match v.parse::<MonthId>() {
+                    Ok(m) => s.catalog = Some(m),
+                    Err(e) => errors.push((name, e)),
+                },
+                ("catalog", _) => errors.push((
+                    name,
+                    EngineError::invalid("catalog must be a string YYYY-MM"),
+                )),
+                _ => errors.push((
+                    name.clone(),
+                    EngineError::not_found(format!("unknown session option '{name}'")),
+                )),
+            }
+        }
+        (id, errors)
+    }
+
+    pub fn get_session_options(&self, ctx: &CallContext) -> Vec<(String, OptionValue)> {
+        let month = self.resolve_month(&CallContext {
+            month: None,
+            session: ctx.session.clone(),
+            transaction: None,
+        });
+        match month {
+            Ok(m) => vec![("catalog".to_string(), OptionValue::String(m.to_string()))],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn close_session(&self, session: &str) -> bool {
+        self.state.sessions.lock().remove(session).is_some()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.state.sessions.lock().len()
+    }
+
+    // ----- metadata --------------------------------------------------------
+
+    /// Months matching an optional exact catalog name (an invalid name is an
+    /// error, never a path).
+    fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<Arc<months::Month>>> {
+        match catalog {
+            None => Ok(self.months.list()),
+            Some(c) => {
+                let id: MonthId = c.parse()?;
+                Ok(self.months.get(id).into_iter().collect())
+            }
+        }
+    }
+
+    pub async fn db_schemas(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<(String, String)>> {
+        let months = self.months_for(catalog)?;
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in months {
+                for s in m.primary().lease()?.with(catalog::schemas)? {
+                    out.push((m.id.to_string(), s));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn tables(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+        include_schema: bool,
+    ) -> EngineResult<Vec<TableInfo>> {
+        let months = self.months_for(catalog)?;
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in months {
+                let mut lease = m.primary().lease()?;
+                out.extend(lease.with(|c| catalog::tables(c, &m.id.to_string(), include_schema))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn primary_keys(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<PrimaryKey>> {
+        let months = self.months_for(catalog)?;
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in months {
+                let mut lease = m.primary().lease()?;
+                out.extend(lease.with(|c| catalog::primary_keys(c, &m.id.to_string()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn foreign_keys(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<ForeignKey>> {
+        let months = self.months_for(catalog)?;
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in months {
+                let mut lease = m.primary().lease()?;
+                out.extend(lease.with(|c| catalog::foreign_keys(c, &m.id.to_string()))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Whether the first statement of `sql` (or any, for scripts) writes.
+fn first_is_write(conn: &crate::duck::Conn, sql: &str) -> EngineResult<bool> {
+    let script = conn.extract(sql)?;
+    if script.len() > 1 {
+        return Ok(true);
+    }
+    let stmt = script.prepare(conn, 0)?;
+    let kind = classify(stmt.statement_type());
+    if let Some(e) = classify::refuse(kind) {
+        return Err(e);
+    }
+    Ok(kind == StatementKind::Write)
+}

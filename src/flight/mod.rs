@@ -1,0 +1,832 @@
+//! The Flight SQL front door: one `FlightSqlService` method per command,
+//! each translating to one engine call. No SQL runs here.
+
+mod metadata;
+pub mod session;
+mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionEndTransactionRequest, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
+    ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, Ticket,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{CallContext, Engine, Planned};
+use session::*;
+use status::{arrow_status, to_status};
+
+pub use arrow_flight::flight_service_server::FlightServiceServer;
+
+/// Header choosing the month of a call.
+pub const MONTH_HEADER: &str = "x-duckflock-month";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// What a `TicketStatementQuery` carries: enough to run the statement on
+/// any later `DoGet`, or the id of a result that already ran.
+#[derive(Serialize, Deserialize)]
+enum TicketBody {
+    Query {
+        sql: String,
+        month: String,
+        session: Option<String>,
+        transaction: Option<String>,
+    },
+    Parked {
+        id: String,
+    },
+}
+
+pub struct DuckFlightSql {
+    engine: Arc<Engine>,
+    sql_info: SqlInfoData,
+    xdbc: XdbcTypeInfoData,
+}
+
+impl DuckFlightSql {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let sql_info = metadata::sql_info(engine.keywords());
+        DuckFlightSql {
+            engine,
+            sql_info,
+            xdbc: metadata::xdbc_types(),
+        }
+    }
+}
+
+/// The call context from request headers and an optional transaction id.
+fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
+    let header = |name: &str| {
+        md.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let session = md
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session_from_cookie);
+    CallContext {
+        month: header(MONTH_HEADER),
+        session,
+        transaction: transaction
+            .filter(|t| !t.is_empty())
+            .map(|t| String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+fn flight_info(
+    schema: &SchemaRef,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(arrow_status)?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
+            ticket: ticket.into(),
+        }))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// Encodes record batches as Flight data. Dictionaries (DuckDB ENUMs) are
+/// sent as dictionaries, as DuckDB itself exports them.
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> BoxStream<arrow_flight::FlightData> {
+    let s = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_dictionary_handling(DictionaryHandling::Resend)
+        .build(batches)
+        .map_err(Status::from);
+    Box::pin(s)
+}
+
+fn stream_response(
+    stream: crate::engine::BatchStream,
+) -> Response<BoxStream<arrow_flight::FlightData>> {
+    let batches = ReceiverStream::new(stream.batches)
+        .map(|r| r.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))));
+    Response::new(encode(stream.schema, batches))
+}
+
+/// Collects the parameter batches a client uploads with DoPut.
+async fn read_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<RecordBatch>, Status> {
+    // The first message may carry only the command descriptor (no IPC data).
+    let stream = request
+        .into_inner()
+        .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let batches: Vec<RecordBatch> =
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(Status::from)?;
+    Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+}
+
+fn ticket_for(
+    planned: Planned,
+    lazy: impl FnOnce() -> Vec<u8>,
+) -> Result<(SchemaRef, Vec<u8>), Status> {
+    Ok(match planned {
+        Planned::Lazy { schema } => (schema, lazy()),
+        Planned::Parked { id, schema } => {
+            let body = serde_json::to_vec(&TicketBody::Parked { id })
+                .map_err(|e| Status::internal(e.to_string()))?;
+            (
+                schema,
+                TicketStatementQuery {
+                    statement_handle: body.into(),
+                }
+                .as_any()
+                .encode_to_vec(),
+            )
+        }
+    })
+}
+
+fn parked_stream(
+    engine: &Engine,
+    id: &str,
+) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    let (schema, batches) = engine.take_parked(id).map_err(to_status)?;
+    Ok(Response::new(encode(
+        schema,
+        futures::stream::iter(batches.into_iter().map(Ok)),
+    )))
+}
+
+fn encode_action_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
+    Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result {
+        body: bytes.into(),
+    })]))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for DuckFlightSql {
+    type FlightService = DuckFlightSql;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    // ----- statements ------------------------------------------------------
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ctx = call_context(request.metadata(), query.transaction_id.as_deref());
+        let month = self.engine.resolve_month(&ctx).map_err(to_status)?;
+        let planned = self
+            .engine
+            .plan_query(&ctx, &query.query)
+            .await
+            .map_err(to_status)?;
+        let (schema, ticket) = ticket_for(planned, || {
+            let body = TicketBody::Query {
+                sql: query.query.clone(),
+                month: month.to_string(),
+                session: ctx.session.clone(),
+                transaction: ctx.transaction.clone(),
+            };
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            TicketStatementQuery {
+                statement_handle: body.into(),
+            }
+            .as_any()
+            .encode_to_vec()
+        })?;
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let body: TicketBody = serde_json::from_slice(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("malformed ticket"))?;
+        match body {
+            TicketBody::Parked { id } => parked_stream(&self.engine, &id),
+            TicketBody::Query {
+                sql,
+                month,
+                session,
+                transaction,
+            } => {
+                let ctx = CallContext {
+                    month: Some(month),
+                    session,
+                    transaction,
+                };
+                let stream = self
+                    .engine
+                    .stream_query(&ctx, &sql, Vec::new())
+                    .await
+                    .map_err(to_status)?;
+                Ok(stream_response(stream))
+            }
+        }
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let ctx = call_context(request.metadata(), cmd.transaction_id.as_deref());
+        let n = self
+            .engine
+            .execute_update(&ctx, &cmd.query, Vec::new())
+            .await
+            .map_err(to_status)?;
+        Ok(n as i64)
+    }
+
+    // ----- prepared statements ---------------------------------------------
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let ctx = call_context(request.metadata(), query.transaction_id.as_deref());
+        let info = self
+            .engine
+            .create_prepared(&ctx, &query.query)
+            .await
+            .map_err(to_status)?;
+        let schema_bytes = |s: &SchemaRef| -> Result<bytes::Bytes, Status> {
+            let opts = arrow::ipc::writer::IpcWriteOptions::default();
+            let arrow_flight::IpcMessage(b) = arrow_flight::SchemaAsIpc::new(s, &opts)
+                .try_into()
+                .map_err(arrow_status)?;
+            Ok(b)
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: info.handle.into_bytes().into(),
+            dataset_schema: schema_bytes(&info.dataset_schema)?,
+            parameter_schema: schema_bytes(&info.parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.engine
+            .close_prepared(&String::from_utf8_lossy(&query.prepared_statement_handle));
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = String::from_utf8_lossy(&query.prepared_statement_handle).into_owned();
+        let batches = read_batches(request).await?;
+        self.engine
+            .bind_prepared(&handle, batches)
+            .map_err(to_status)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ctx = call_context(request.metadata(), None);
+        let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
+        let planned = self
+            .engine
+            .plan_prepared(&ctx, &handle)
+            .await
+            .map_err(to_status)?;
+        let (schema, ticket) = ticket_for(planned, || cmd.as_any().encode_to_vec())?;
+        flight_info(&schema, ticket, request.into_inner())
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let ctx = call_context(request.metadata(), None);
+        let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
+        let stream = self
+            .engine
+            .stream_prepared(&ctx, &handle)
+            .await
+            .map_err(to_status)?;
+        Ok(stream_response(stream))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        cmd: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let ctx = call_context(request.metadata(), None);
+        let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
+        let batches = read_batches(request).await?;
+        let n = self
+            .engine
+            .update_prepared(&ctx, &handle, batches)
+            .await
+            .map_err(to_status)?;
+        Ok(n as i64)
+    }
+
+    // ----- transactions ----------------------------------------------------
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        let ctx = call_context(request.metadata(), None);
+        let id = self
+            .engine
+            .begin_transaction(&ctx)
+            .await
+            .map_err(to_status)?;
+        Ok(ActionBeginTransactionResult {
+            transaction_id: id.into_bytes().into(),
+        })
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        query: ActionEndTransactionRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        let id = String::from_utf8_lossy(&query.transaction_id).into_owned();
+        let commit = match EndTransaction::try_from(query.action) {
+            Ok(EndTransaction::Commit) => true,
+            Ok(EndTransaction::Rollback) => false,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "EndTransaction needs COMMIT or ROLLBACK",
+                ))
+            }
+        };
+        self.engine
+            .end_transaction(&id, commit)
+            .await
+            .map_err(to_status)
+    }
+
+    // ----- metadata --------------------------------------------------------
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder().schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for m in self.engine.months() {
+            b.append(m.to_string());
+        }
+        let batch = b.build().map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder().schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let rows = self
+            .engine
+            .db_schemas(query.catalog.as_deref())
+            .await
+            .map_err(to_status)?;
+        let mut b = query.into_builder();
+        for (c, s) in rows {
+            b.append(c, s);
+        }
+        let batch = b.build().map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder().schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let tables = self
+            .engine
+            .tables(query.catalog.as_deref(), query.include_schema)
+            .await
+            .map_err(to_status)?;
+        let mut b = query.into_builder();
+        let empty = arrow::datatypes::Schema::empty();
+        for t in tables {
+            b.append(
+                &t.catalog,
+                &t.schema,
+                &t.name,
+                &t.table_type,
+                t.arrow_schema.as_deref().unwrap_or(&empty),
+            )
+            .map_err(arrow_status)?;
+        }
+        let batch = b.build().map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder().schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        for t in ["TABLE", "VIEW"] {
+            b.append(t);
+        }
+        let batch = b.build().map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder(&self.sql_info).schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&self.sql_info)
+            .build()
+            .map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &query.clone().into_builder(&self.xdbc).schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&self.xdbc)
+            .build()
+            .map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &metadata::primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let keys = self
+            .engine
+            .primary_keys(query.catalog.as_deref())
+            .await
+            .map_err(to_status)?;
+        let keys: Vec<_> = keys
+            .into_iter()
+            .filter(|k| {
+                k.table == query.table && query.db_schema.as_deref().is_none_or(|s| s == k.schema)
+            })
+            .collect();
+        let batch = metadata::primary_keys_batch(&keys).map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let keys = self
+            .engine
+            .foreign_keys(query.catalog.as_deref())
+            .await
+            .map_err(to_status)?;
+        let keys: Vec<_> = keys
+            .iter()
+            .filter(|k| {
+                k.pk_table == query.table
+                    && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
+            })
+            .collect();
+        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let keys = self
+            .engine
+            .foreign_keys(query.catalog.as_deref())
+            .await
+            .map_err(to_status)?;
+        let keys: Vec<_> = keys
+            .iter()
+            .filter(|k| {
+                k.fk_table == query.table
+                    && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
+            })
+            .collect();
+        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &metadata::foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let keys = self
+            .engine
+            .foreign_keys(query.fk_catalog.as_deref())
+            .await
+            .map_err(to_status)?;
+        let keys: Vec<_> = keys
+            .iter()
+            .filter(|k| k.pk_table == query.pk_table && k.fk_table == query.fk_table)
+            .collect();
+        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
+        Ok(Response::new(encode(
+            batch.schema(),
+            futures::stream::iter(vec![Ok(batch)]),
+        )))
+    }
+
+    // ----- session options -------------------------------------------------
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        let a = |t: &str, d: &str| {
+            Ok(ActionType {
+                r#type: t.into(),
+                description: d.into(),
+            })
+        };
+        Some(vec![
+            a(
+                "SetSessionOptions",
+                "Set session options (catalog = YYYY-MM month)",
+            ),
+            a("GetSessionOptions", "Get session options"),
+            a("CloseSession", "Close the session"),
+        ])
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let ctx = call_context(request.metadata(), None);
+        let action = request.into_inner();
+        match action.r#type.as_str() {
+            "SetSessionOptions" => {
+                let req = SetSessionOptionsRequest::decode(action.body)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let mut options = Vec::new();
+                let mut result = SetSessionOptionsResult::default();
+                for (k, v) in req.session_options {
+                    match from_wire(v) {
+                        Some(v) => options.push((k, v)),
+                        None => {
+                            result.errors.insert(k, SetSessionOptionsError { value: 2 });
+                        }
+                    }
+                }
+                let (id, errors) = self
+                    .engine
+                    .set_session_options(ctx.session.as_deref(), options);
+                for (k, e) in errors {
+                    let value = if e.class == crate::engine::ErrorClass::NotFound {
+                        1
+                    } else {
+                        2
+                    };
+                    result.errors.insert(k, SetSessionOptionsError { value });
+                }
+                let mut resp = Response::new(encode_action_result(result.encode_to_vec()));
+                if ctx.session.as_deref() != Some(id.as_str()) {
+                    if let Ok(v) = format!("{SESSION_COOKIE}={id}").parse() {
+                        resp.metadata_mut().insert("set-cookie", v);
+                    }
+                }
+                Ok(resp)
+            }
+            "GetSessionOptions" => {
+                let options = self.engine.get_session_options(&ctx);
+                let result = GetSessionOptionsResult {
+                    session_options: options.into_iter().map(|(k, v)| (k, to_wire(v))).collect(),
+                };
+                Ok(Response::new(encode_action_result(result.encode_to_vec())))
+            }
+            "CloseSession" => {
+                let closed = ctx
+                    .session
+                    .as_deref()
+                    .map(|s| self.engine.close_session(s))
+                    .unwrap_or(false);
+                let result = CloseSessionResult {
+                    status: if closed { 1 } else { 3 },
+                };
+                Ok(Response::new(encode_action_result(result.encode_to_vec())))
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown action '{other}'"
+            ))),
+        }
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,10 @@
+//! duckflock: an Arrow Flight SQL server over monthly-partitioned DuckDB.
+//!
+//! Layers (see ARCHITECTURE.md): `flight` (protocol) → `engine` (routing,
+//! sessions, execution) → `duck` (safe DuckDB C API).
+
+pub mod config;
+pub mod duck;
+pub mod engine;
+pub mod flight;
+pub mod server;

@@ -1,0 +1,67 @@
+//! Starts the front doors over one engine and shuts down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServeConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::flight::{DuckFlightSql, FlightServiceServer};
+
+/// How long in-flight calls may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let engine_cfg = EngineConfig {
+        data_dir: cfg.data_dir.clone(),
+        memory_limit: cfg.memory_limit.clone(),
+        threads: cfg.threads,
+        timezone: cfg.timezone,
+    };
+    let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
+    engine.spawn_janitor();
+
+    let listener = TcpListener::bind(cfg.flight_addr).await?;
+    let addr = listener.local_addr()?;
+    let service = FlightServiceServer::new(DuckFlightSql::new(Arc::clone(&engine)))
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    // Tests and scripts read this line to find the port.
+    println!("duckflock flight sql listening on {addr}");
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), months = engine.months().len(), "serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight calls");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+        tracing::warn!("in-flight calls did not finish in time; closing anyway");
+    }
+    engine.shutdown().await;
+    tracing::info!("checkpointed; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,672 @@
+//! End-to-end tests of the Flight SQL server: the real binary, real DuckDB
+//! files in a temp dir, real gRPC through arrow-flight's FlightSqlServiceClient.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
+    CommandGetTables, SqlInfo,
+};
+use arrow_flight::Action;
+use common::*;
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::Code;
+
+fn current_month() -> String {
+    chrono::Utc::now().format("%Y-%m").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn literal_query_streams_back() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    let b = query(&mut c, "SELECT 42::BIGINT AS answer, 'duck' AS name")
+        .await
+        .unwrap();
+    assert_eq!(rows(&b), 1);
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 42);
+    assert_eq!(b[0].column(1).as_string::<i32>().value(0), "duck");
+    // A read does not create the month.
+    assert!(!server.data_dir.join(current_month()).exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ddl_and_dml_through_query_path_take_effect_once() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    query(&mut c, "CREATE TABLE t (id INTEGER PRIMARY KEY, v VARCHAR)")
+        .await
+        .unwrap();
+    // The month folder and primary file exist after the first write.
+    assert!(server
+        .data_dir
+        .join(current_month())
+        .join("node_0.db")
+        .exists());
+    let b = query(
+        &mut c,
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b') RETURNING id, upper(v) AS v",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&b), 2);
+    assert_eq!(b[0].column(1).as_string::<i32>().value(1), "B");
+    // GetFlightInfo executed the insert exactly once, even though DoGet fetched it.
+    let b = query(&mut c, "SELECT count(*) AS n FROM t").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+    let n = c
+        .execute_update("UPDATE t SET v = 'z' WHERE id >= 1".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let n = c
+        .execute_update("DELETE FROM t WHERE id = 2".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // A script: several statements, the last one's result comes back.
+    let b = query(
+        &mut c,
+        "CREATE TABLE u AS SELECT * FROM range(5) r(i); SELECT sum(i) AS s FROM u",
+    )
+    .await
+    .unwrap();
+    assert_eq!(pretty(&b).contains("| 10 |"), true, "{}", pretty(&b));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_statements_bind_query_update_and_executemany() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE TABLE p (id BIGINT, name VARCHAR)".into(), None)
+        .await
+        .unwrap();
+
+    // executemany: 10,000 parameter rows in one DoPut, one transaction.
+    let mut ins = c
+        .prepare("INSERT INTO p VALUES (?, ?)".into(), None)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = (0..10_000).collect();
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("0", DataType::Int64, true),
+            Field::new("1", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(names)),
+        ],
+    )
+    .unwrap();
+    ins.set_parameters(params).unwrap();
+    assert_eq!(ins.execute_update().await.unwrap(), 10_000);
+    ins.close().await.unwrap();
+
+    // A parameterised query; the dataset schema is known before execution.
+    let mut q = c
+        .prepare("SELECT name FROM p WHERE id = ?".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(q.dataset_schema().unwrap().field(0).name(), "name");
+    assert_eq!(q.parameter_schema().unwrap().fields().len(), 1);
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![4242]))],
+    )
+    .unwrap();
+    q.set_parameters(params).unwrap();
+    let info = q.execute().await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(b[0].column(0).as_string::<i32>().value(0), "n4242");
+    q.close().await.unwrap();
+
+    // A failing row rolls the whole batch back.
+    c.execute_update("CREATE TABLE k (id BIGINT PRIMARY KEY)".into(), None)
+        .await
+        .unwrap();
+    let mut ins = c
+        .prepare("INSERT INTO k VALUES (?)".into(), None)
+        .await
+        .unwrap();
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 2]))],
+    )
+    .unwrap();
+    ins.set_parameters(params).unwrap();
+    let err = ins.execute_update().await.unwrap_err();
+    assert_eq!(code(&err), Code::FailedPrecondition, "{err}");
+    let b = query(&mut c, "SELECT count(*) FROM k").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn months_are_catalogs_chosen_by_header_and_discovered_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    {
+        let server = Server::start_in(&dir, &[]);
+        let mut c = server.client().await;
+        c.set_header("x-duckflock-month", "2026-01");
+        c.execute_update("CREATE TABLE m (v INTEGER)".into(), None)
+            .await
+            .unwrap();
+        c.execute_update("INSERT INTO m VALUES (1)".into(), None)
+            .await
+            .unwrap();
+        c.set_header("x-duckflock-month", "2026-02");
+        c.execute_update("CREATE TABLE m (v INTEGER)".into(), None)
+            .await
+            .unwrap();
+        c.execute_update("INSERT INTO m VALUES (2), (3)".into(), None)
+            .await
+            .unwrap();
+        let b = query(&mut c, "SELECT count(*) FROM m").await.unwrap();
+        assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+
+        // Invalid months are INVALID_ARGUMENT and never touch the filesystem.
+        for bad in ["2026-13", "26-01", "../x", "2026-1"] {
+            c.set_header("x-duckflock-month", bad);
+            let err = c
+                .execute_update("CREATE TABLE evil (v INTEGER)".into(), None)
+                .await
+                .unwrap_err();
+            assert_eq!(code(&err), Code::InvalidArgument, "{bad}: {err}");
+        }
+        let entries: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        let mut entries = entries;
+        entries.sort();
+        assert_eq!(entries, vec!["2026-01", "2026-02"]);
+        assert!(!tmp.path().join("x").exists());
+    }
+    // A new server discovers both months.
+    let server = Server::start_in(&dir, &[]);
+    let mut c = server.client().await;
+    let info = c.get_catalogs().await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let cats: Vec<&str> = (0..b[0].num_rows())
+        .map(|i| b[0].column(0).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(cats, vec!["2026-01", "2026-02"]);
+    c.set_header("x-duckflock-month", "2026-01");
+    let b = query(&mut c, "SELECT sum(v) FROM m").await.unwrap();
+    assert!(pretty(&b).contains("| 1 "), "{}", pretty(&b));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_catalog_option_selects_the_month() {
+    use duckflock::flight::session::*;
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    let mut req = SetSessionOptionsRequest::default();
+    req.session_options.insert(
+        "catalog".into(),
+        SessionOptionValue {
+            option_value: Some(session_option_value::OptionValue::StringValue(
+                "2025-07".into(),
+            )),
+        },
+    );
+    let resp = c
+        .inner_mut()
+        .do_action(Action {
+            r#type: "SetSessionOptions".into(),
+            body: req.encode_to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let cookie = resp
+        .metadata()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let results: Vec<arrow_flight::Result> = resp.into_inner().try_collect().await.unwrap();
+    let res = SetSessionOptionsResult::decode(results[0].body.clone()).unwrap();
+    assert!(res.errors.is_empty());
+    c.set_header("cookie", cookie.split(';').next().unwrap());
+    c.execute_update("CREATE TABLE s (v INTEGER)".into(), None)
+        .await
+        .unwrap();
+    assert!(server.data_dir.join("2025-07").join("node_0.db").exists());
+
+    // GetSessionOptions reports the catalog.
+    let resp = c
+        .do_action(Action {
+            r#type: "GetSessionOptions".into(),
+            body: GetSessionOptionsRequest {}.encode_to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let results: Vec<arrow_flight::Result> = resp.try_collect().await.unwrap();
+    let res = GetSessionOptionsResult::decode(results[0].body.clone()).unwrap();
+    assert_eq!(
+        res.session_options["catalog"].option_value,
+        Some(session_option_value::OptionValue::StringValue(
+            "2025-07".into()
+        ))
+    );
+
+    // An invalid month as catalog is refused as an invalid value.
+    let mut req = SetSessionOptionsRequest::default();
+    req.session_options.insert(
+        "catalog".into(),
+        SessionOptionValue {
+            option_value: Some(session_option_value::OptionValue::StringValue(
+                "2025-13".into(),
+            )),
+        },
+    );
+    let resp = c
+        .do_action(Action {
+            r#type: "SetSessionOptions".into(),
+            body: req.encode_to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let results: Vec<arrow_flight::Result> = resp.try_collect().await.unwrap();
+    let res = SetSessionOptionsResult::decode(results[0].body.clone()).unwrap();
+    assert_eq!(res.errors["catalog"].value, 2);
+
+    // Session state: a temp table lives in the session's own connection.
+    c.execute_update("CREATE TEMP TABLE tmp AS SELECT 7 AS v".into(), None)
+        .await
+        .unwrap();
+    let b = query(&mut c, "SELECT v FROM tmp").await.unwrap();
+    assert_eq!(rows(&b), 1);
+    let mut other = server.client().await;
+    other.set_header("x-duckflock-month", "2025-07");
+    let err = query(&mut other, "SELECT v FROM tmp").await.unwrap_err();
+    assert_eq!(code(&err), Code::NotFound, "{err}");
+
+    let resp = c
+        .do_action(Action {
+            r#type: "CloseSession".into(),
+            body: CloseSessionRequest {}.encode_to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let results: Vec<arrow_flight::Result> = resp.try_collect().await.unwrap();
+    assert_eq!(
+        CloseSessionResult::decode(results[0].body.clone())
+            .unwrap()
+            .status,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_commit_and_rollback() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE TABLE tx (v INTEGER)".into(), None)
+        .await
+        .unwrap();
+
+    let t = c.begin_transaction().await.unwrap();
+    c.execute_update("INSERT INTO tx VALUES (1)".into(), Some(t.clone()))
+        .await
+        .unwrap();
+    // Visible inside, invisible outside until commit.
+    let info = c
+        .execute("SELECT count(*) FROM tx".into(), Some(t.clone()))
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+    let b = query(&mut c, "SELECT count(*) FROM tx").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+    c.end_transaction(t, arrow_flight::sql::EndTransaction::Rollback)
+        .await
+        .unwrap();
+    let b = query(&mut c, "SELECT count(*) FROM tx").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+
+    let t = c.begin_transaction().await.unwrap();
+    c.execute_update("INSERT INTO tx VALUES (1), (2)".into(), Some(t.clone()))
+        .await
+        .unwrap();
+    c.end_transaction(t.clone(), arrow_flight::sql::EndTransaction::Commit)
+        .await
+        .unwrap();
+    let b = query(&mut c, "SELECT count(*) FROM tx").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+    // The ended transaction is gone.
+    let err = c
+        .execute_update("INSERT INTO tx VALUES (3)".into(), Some(t))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_carry_duckdb_messages_and_codes() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update("CREATE TABLE e (id INTEGER PRIMARY KEY)".into(), None)
+        .await
+        .unwrap();
+    c.execute_update("INSERT INTO e VALUES (1)".into(), None)
+        .await
+        .unwrap();
+
+    let cases = [
+        ("SELEC 1", Code::InvalidArgument, "Parser Error"),
+        ("SELECT nope FROM e", Code::InvalidArgument, "Binder Error"),
+        (
+            "SELECT * FROM missing_table",
+            Code::NotFound,
+            "missing_table",
+        ),
+        (
+            "CREATE TABLE e (id INTEGER)",
+            Code::AlreadyExists,
+            "already exists",
+        ),
+        (
+            "INSERT INTO e VALUES (1)",
+            Code::FailedPrecondition,
+            "Constraint Error",
+        ),
+        (
+            "SELECT 'x'::INTEGER",
+            Code::InvalidArgument,
+            "Conversion Error",
+        ),
+        ("ATTACH 'other.db'", Code::PermissionDenied, "ATTACH"),
+        ("INSTALL httpfs", Code::PermissionDenied, "INSTALL"),
+        ("SET memory_limit = '1TB'", Code::PermissionDenied, "SET"),
+        (
+            "BEGIN TRANSACTION",
+            Code::InvalidArgument,
+            "BeginTransaction",
+        ),
+    ];
+    for (sql, want, msg) in cases {
+        let err = query(&mut c, sql).await.unwrap_err();
+        assert_eq!(code(&err), want, "{sql}: {err}");
+        assert!(err.to_string().contains(msg), "{sql}: {err}");
+        let err = c.execute_update(sql.into(), None).await.unwrap_err();
+        assert_eq!(code(&err), want, "{sql} (update): {err}");
+    }
+    // The server is fine afterwards.
+    let b = query(&mut c, "SELECT count(*) FROM e").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_conflict_is_aborted() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update(
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, v INTEGER)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    c.execute_update("INSERT INTO w VALUES (1, 0)".into(), None)
+        .await
+        .unwrap();
+    let t1 = c.begin_transaction().await.unwrap();
+    let t2 = c.begin_transaction().await.unwrap();
+    c.execute_update("UPDATE w SET v = 1 WHERE id = 1".into(), Some(t1.clone()))
+        .await
+        .unwrap();
+    let err = c
+        .execute_update("UPDATE w SET v = 2 WHERE id = 1".into(), Some(t2.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::Aborted, "{err}");
+    c.end_transaction(t1, arrow_flight::sql::EndTransaction::Commit)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_memory_is_resource_exhausted() {
+    let server = Server::start(&["--memory-limit", "64MB"]);
+    let mut c = server.client().await;
+    // A single huge LIST value cannot spill.
+    let err = query(&mut c, "SELECT list(i) FROM range(50000000) t(i)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::ResourceExhausted, "{err}");
+    let b = query(&mut c, "SELECT 1").await.unwrap();
+    assert_eq!(rows(&b), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_lists_months_schemas_tables_keys_and_hides_internals() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-03");
+    c.execute_update(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, a VARCHAR)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    c.execute_update(
+        "CREATE TABLE child (id INTEGER, pid INTEGER REFERENCES parent(id), PRIMARY KEY (id, pid))"
+            .into(),
+        None,
+    )
+    .await
+    .unwrap();
+    c.execute_update("CREATE VIEW pv AS SELECT id FROM parent".into(), None)
+        .await
+        .unwrap();
+
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("2026-03".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let text = pretty(&b);
+    assert!(text.contains("main"), "{text}");
+    assert!(!text.contains("__duckflock"), "{text}");
+
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: Some("2026-03".into()),
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: Some("%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let names: Vec<&str> = (0..b[0].num_rows())
+        .map(|i| b[0].column(2).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(names, vec!["child", "parent", "pv"]);
+    let types: Vec<&str> = (0..b[0].num_rows())
+        .map(|i| b[0].column(3).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(types, vec!["TABLE", "TABLE", "VIEW"]);
+    // include_schema: the IPC-encoded Arrow schema of each table.
+    let schema_col = b[0].column(4).as_binary::<i32>();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(schema_col.value(1)).unwrap();
+    assert_eq!(schema.field(0).name(), "id");
+    assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
+
+    let info = c
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: Some("2026-03".into()),
+            db_schema: None,
+            table: "child".into(),
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let cols: Vec<&str> = (0..b[0].num_rows())
+        .map(|i| b[0].column(3).as_string::<i32>().value(i))
+        .collect();
+    assert_eq!(cols, vec!["id", "pid"]);
+
+    let info = c
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: Some("2026-03".into()),
+            db_schema: None,
+            table: "child".into(),
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(rows(&b), 1);
+    assert_eq!(b[0].column(2).as_string::<i32>().value(0), "parent");
+    assert_eq!(b[0].column(7).as_string::<i32>().value(0), "pid");
+    let info = c
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: Some("2026-03".into()),
+            db_schema: None,
+            table: "parent".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut c, info).await.unwrap()), 1);
+
+    let info = c.get_table_types().await.unwrap();
+    assert!(pretty(&fetch(&mut c, info).await.unwrap()).contains("VIEW"));
+
+    let info = c
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+            SqlInfo::SqlKeywords,
+        ])
+        .await
+        .unwrap();
+    let text = pretty(&fetch(&mut c, info).await.unwrap());
+    assert!(text.contains("duckflock"), "{text}");
+    assert!(text.to_lowercase().contains("select"), "{text}");
+
+    let info = c
+        .get_xdbc_type_info(arrow_flight::sql::CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let text = pretty(&fetch(&mut c, info).await.unwrap());
+    assert!(
+        text.contains("TIMESTAMP WITH TIME ZONE") && text.contains("BIGINT"),
+        "{text}"
+    );
+
+    // An invalid catalog filter is refused, a missing one is empty.
+    let err = c
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("../etc".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await;
+    let err = match err {
+        Ok(info) => fetch(&mut c, info).await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(code(&err), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_stream_with_bounded_memory() {
+    // ~2.2 GB of result data through a server limited to 128 MB of DuckDB memory.
+    let server = Server::start(&["--memory-limit", "128MB", "--threads", "2"]);
+    let mut c = server.client().await;
+    let sql = "SELECT i, repeat('x', 200) || i::VARCHAR AS payload FROM range(10000000) t(i)";
+    let info = c.execute(sql.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let (mut n, mut bytes) = (0usize, 0usize);
+    while let Some(b) = stream.try_next().await.unwrap() {
+        n += b.num_rows();
+        bytes += b.get_array_memory_size();
+    }
+    assert_eq!(n, 10_000_000);
+    assert!(
+        bytes > 2_000_000_000,
+        "the result must be much larger than the memory limit ({bytes} bytes)"
+    );
+    let peak_mb = server.proc_status_kb("VmHWM") / 1024;
+    eprintln!("streamed {bytes} bytes; server peak RSS {peak_mb} MB");
+    assert!(
+        peak_mb < 700,
+        "server peak RSS {peak_mb} MB grew with the result"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_clients_and_a_failing_one_do_not_interfere() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.execute_update(
+        "CREATE TABLE cc AS SELECT range AS i FROM range(1000)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..16 {
+        let mut c = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                if k % 4 == 0 {
+                    assert!(query(&mut c, "SELECT * FROM nope").await.is_err());
+                }
+                let b = query(&mut c, "SELECT sum(i) FROM cc").await.unwrap();
+                assert_eq!(
+                    b[0].column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Decimal128Array>()
+                        .map(|a| a.value(0))
+                        .unwrap_or_else(
+                            || b[0].column(0).as_primitive::<Int64Type>().value(0) as i128
+                        ),
+                    499500
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_checkpoints_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut server = Server::start_in(&dir, &[]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-04");
+    c.execute_update(
+        "CREATE TABLE g AS SELECT * FROM range(1000) t(i)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let status = server.signal_and_wait("TERM");
+    assert!(status.success(), "exit status {status:?}");
+    // Checkpointed: no WAL left behind.
+    let wal = dir.join("2026-04").join("node_0.db.wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    let server = Server::start_in(&dir, &[]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-04");
+    let b = query(&mut c, "SELECT count(*) FROM g").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
+}
