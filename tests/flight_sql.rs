@@ -128,6 +128,25 @@ async fn prepared_statements_bind_query_update_and_executemany() {
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "n4242");
     q.close().await.unwrap();
 
+    // A parameter DuckDB cannot type before binding is reported as Arrow Null.
+    let mut q = c
+        .prepare("SELECT ? AS anything".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.parameter_schema().unwrap().field(0).data_type(),
+        &DataType::Null
+    );
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("0", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(vec!["free"]))],
+    )
+    .unwrap();
+    q.set_parameters(params).unwrap();
+    let info = q.execute().await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(b[0].column(0).as_string::<i32>().value(0), "free");
+
     // A failing row rolls the whole batch back.
     c.execute_update("CREATE TABLE k (id BIGINT PRIMARY KEY)".into(), None)
         .await
@@ -143,7 +162,7 @@ async fn prepared_statements_bind_query_update_and_executemany() {
     .unwrap();
     ins.set_parameters(params).unwrap();
     let err = ins.execute_update().await.unwrap_err();
-    assert_eq!(code(&err), Code::FailedPrecondition, "{err}");
+    assert_eq!(code(&err), Code::AlreadyExists, "{err}");
     let b = query(&mut c, "SELECT count(*) FROM k").await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
 }
@@ -378,8 +397,13 @@ async fn errors_carry_duckdb_messages_and_codes() {
         ),
         (
             "INSERT INTO e VALUES (1)",
+            Code::AlreadyExists,
+            "Duplicate key",
+        ),
+        (
+            "INSERT INTO e VALUES (NULL)",
             Code::FailedPrecondition,
-            "Constraint Error",
+            "NOT NULL",
         ),
         (
             "SELECT 'x'::INTEGER",
@@ -402,6 +426,12 @@ async fn errors_carry_duckdb_messages_and_codes() {
         let err = c.execute_update(sql.into(), None).await.unwrap_err();
         assert_eq!(code(&err), want, "{sql} (update): {err}");
     }
+    // Execution errors reach the caller of `execute` (GetFlightInfo), not only the fetch.
+    let err = c
+        .execute("SELECT 'x'::INTEGER".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
     // The server is fine afterwards.
     let b = query(&mut c, "SELECT count(*) FROM e").await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1);

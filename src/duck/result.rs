@@ -90,16 +90,21 @@ fn ffi_schema_from_types(
     names: &[String],
     types: &mut [ffi::duckdb_logical_type],
 ) -> DuckResult<FFI_ArrowSchema> {
-    let unresolved: Vec<usize> = types
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.is_null())
-        .map(|(i, _)| i)
-        .collect();
-    // Replace unresolved types with SQLNULL so DuckDB can export them.
-    for &i in &unresolved {
-        // SAFETY: plain constructor.
-        types[i] = unsafe { ffi::duckdb_create_logical_type(ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL) };
+    // Types DuckDB could not resolve before binding (`SELECT ?`) have no
+    // Arrow form; export them as SQLNULL, i.e. Arrow `Null`.
+    for t in types.iter_mut() {
+        // SAFETY: t is null or a valid logical type owned by the caller.
+        let unresolved = t.is_null()
+            || matches!(
+                unsafe { ffi::duckdb_get_type_id(*t) },
+                ffi::DUCKDB_TYPE_DUCKDB_TYPE_INVALID | ffi::DUCKDB_TYPE_DUCKDB_TYPE_ANY
+            );
+        if unresolved {
+            if !t.is_null() {
+                unsafe { ffi::duckdb_destroy_logical_type(t) };
+            }
+            *t = unsafe { ffi::duckdb_create_logical_type(ffi::DUCKDB_TYPE_DUCKDB_TYPE_SQLNULL) };
+        }
     }
     let c_names: Vec<CString> = names
         .iter()

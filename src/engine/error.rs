@@ -56,6 +56,11 @@ impl From<DuckError> for EngineError {
             Catalog if e.message.contains("does not exist") => ErrorClass::NotFound,
             Catalog if e.message.contains("already exists") => ErrorClass::AlreadyExists,
             Catalog => ErrorClass::InvalidArgument,
+            // A duplicate key is an attempt to create what already exists;
+            // other violations (NOT NULL, CHECK, FOREIGN KEY) are preconditions.
+            Constraint if e.message.to_ascii_lowercase().contains("duplicate key") => {
+                ErrorClass::AlreadyExists
+            }
             Constraint => ErrorClass::FailedPrecondition,
             Transaction => ErrorClass::Aborted,
             OutOfMemory => ErrorClass::ResourceExhausted,

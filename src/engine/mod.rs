@@ -58,17 +58,19 @@ pub struct CallContext {
     pub transaction: Option<String>,
 }
 
-/// A planned statement: either run when the client fetches it (reads), or
-/// already executed with its result parked until fetched (writes).
-pub enum Planned {
-    Lazy { schema: SchemaRef },
-    Parked { id: String, schema: SchemaRef },
+/// A statement that started executing: its result waits under `id` for the
+/// client's fetch (`DoGet`).
+pub struct Planned {
+    pub id: String,
+    pub schema: SchemaRef,
 }
 
-/// A result being streamed out of DuckDB.
+/// A result leaving DuckDB: the batches already produced (`head`), then the
+/// rest as DuckDB produces them (`rest`, fed through a bounded channel).
 pub struct BatchStream {
     pub schema: SchemaRef,
-    pub batches: mpsc::Receiver<EngineResult<RecordBatch>>,
+    pub head: Vec<RecordBatch>,
+    pub rest: Option<mpsc::Receiver<EngineResult<RecordBatch>>>,
 }
 
 pub struct PreparedInfo {
@@ -238,64 +240,46 @@ impl Engine {
 
     // ----- statements ------------------------------------------------------
 
-    /// Plans a statement sent through the query path. A single read is
-    /// prepared (its schema known) and runs when fetched; anything else
-    /// (DDL, DML, `RETURNING`, scripts) runs now, exactly once, and its
-    /// result is parked for the fetch.
+    /// Starts a statement sent through the query path (GetFlightInfo) and
+    /// parks its result for the fetch. Execution starts now so that errors
+    /// reach the caller of `execute` and a write runs exactly once; a read
+    /// then produces batches only as fast as the client fetches them.
     pub async fn plan_query(
         self: &Arc<Self>,
         ctx: &CallContext,
         sql: &str,
     ) -> EngineResult<Planned> {
-        let month = self.resolve_month(ctx)?;
-        let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
-        let sql = sql.to_string();
-        let me = Arc::clone(self);
-        blocking(move || {
-            lease.with(|conn| {
-                let script = conn.extract(&sql)?;
-                if script.len() == 1 {
-                    let stmt = script.prepare(conn, 0)?;
-                    if classify(stmt.statement_type()) == StatementKind::Read {
-                        return Ok(Planned::Lazy {
-                            schema: stmt.result_schema()?,
-                        });
-                    }
-                }
-                drop(script);
-                let (schema, batches) = exec::run_collect(conn, &sql, &[], in_txn)?;
-                Ok(me.park(schema, batches))
-            })
-        })
-        .await
+        let stream = self.stream_query(ctx, sql, Vec::new()).await?;
+        Ok(self.park(stream))
     }
 
-    fn park(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Planned {
+    fn park(&self, stream: BatchStream) -> Planned {
         let id = new_id();
+        let schema = Arc::clone(&stream.schema);
         self.state.parked.lock().insert(
             id.clone(),
             Parked {
-                schema: Arc::clone(&schema),
-                batches,
+                stream,
                 created: Instant::now(),
             },
         );
-        Planned::Parked { id, schema }
+        Planned { id, schema }
     }
 
     /// Takes a parked result (each can be fetched once).
-    pub fn take_parked(&self, id: &str) -> EngineResult<(SchemaRef, Vec<RecordBatch>)> {
+    pub fn take_parked(&self, id: &str) -> EngineResult<BatchStream> {
         self.state
             .parked
             .lock()
             .remove(id)
-            .map(|p| (p.schema, p.batches))
+            .map(|p| p.stream)
             .ok_or_else(|| {
                 EngineError::not_found("result not found: it was already fetched or expired")
             })
     }
 
-    /// Executes a statement and streams its result.
+    /// Executes a statement and returns its result stream once DuckDB has
+    /// produced the first batch (or finished, or failed).
     pub async fn stream_query(
         self: &Arc<Self>,
         ctx: &CallContext,
@@ -304,11 +288,23 @@ impl Engine {
     ) -> EngineResult<BatchStream> {
         let month = self.resolve_month(ctx)?;
         let (lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
-        let (schema_rx, batches) = exec::spawn_stream(lease, sql.to_string(), params, true);
+        let (schema_rx, mut rx) = exec::spawn_stream(lease, sql.to_string(), params, true);
         let schema = schema_rx
             .await
             .map_err(|_| EngineError::internal("execution ended without a result"))??;
-        Ok(BatchStream { schema, batches })
+        Ok(match rx.recv().await {
+            Some(Ok(first)) => BatchStream {
+                schema,
+                head: vec![first],
+                rest: Some(rx),
+            },
+            Some(Err(e)) => return Err(e),
+            None => BatchStream {
+                schema,
+                head: Vec::new(),
+                rest: None,
+            },
+        })
     }
 
     /// Executes a statement for its affected-row count. Many parameter rows
@@ -362,7 +358,6 @@ impl Engine {
                 session: ctx.session.clone(),
                 transaction: ctx.transaction.clone(),
                 kind,
-                dataset_schema: Arc::clone(&dataset_schema),
                 params: Vec::new(),
                 last_used: Instant::now(),
             },
@@ -380,13 +375,7 @@ impl Engine {
         &self,
         handle: &str,
         ctx: &CallContext,
-    ) -> EngineResult<(
-        CallContext,
-        String,
-        StatementKind,
-        Vec<RecordBatch>,
-        SchemaRef,
-    )> {
+    ) -> EngineResult<(CallContext, String, StatementKind, Vec<RecordBatch>)> {
         let mut map = self.state.prepared.lock();
         let p = map.get_mut(handle).ok_or_else(|| {
             EngineError::not_found("prepared statement not found (closed or expired)")
@@ -397,13 +386,7 @@ impl Engine {
             session: ctx.session.clone().or_else(|| p.session.clone()),
             transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
         };
-        Ok((
-            call,
-            p.sql.clone(),
-            p.kind,
-            p.params.clone(),
-            Arc::clone(&p.dataset_schema),
-        ))
+        Ok((call, p.sql.clone(), p.kind, p.params.clone()))
     }
 
     /// Binds parameter batches to a prepared statement (replacing earlier ones).
@@ -421,25 +404,30 @@ impl Engine {
         self.state.prepared.lock().remove(handle);
     }
 
-    /// Plans a prepared statement for fetching (see [`Engine::plan_query`]).
+    /// Starts a prepared statement for fetching (see [`Engine::plan_query`]).
+    /// A write with many parameter rows runs as one transaction and its
+    /// (DuckDB-materialised) results are collected.
     pub async fn plan_prepared(
         self: &Arc<Self>,
         ctx: &CallContext,
         handle: &str,
     ) -> EngineResult<Planned> {
-        let (call, sql, kind, params, schema) = self.prepared_call(handle, ctx)?;
-        if kind == StatementKind::Read {
-            return Ok(Planned::Lazy { schema });
+        let (call, sql, kind, params) = self.prepared_call(handle, ctx)?;
+        let many_rows = params.iter().map(|b| b.num_rows()).sum::<usize>() > 1;
+        if kind != StatementKind::Write || !many_rows {
+            let stream = self.stream_query(&call, &sql, params).await?;
+            return Ok(self.park(stream));
         }
         let month = self.resolve_month(&call)?;
         let (mut lease, in_txn) = self.lease_for(&call, month, Some(&sql)).await?;
-        let me = Arc::clone(self);
-        blocking(move || {
-            let (schema, batches) =
-                lease.with(|conn| exec::run_collect(conn, &sql, &params, in_txn))?;
-            Ok(me.park(schema, batches))
-        })
-        .await
+        let (schema, head) =
+            blocking(move || lease.with(|conn| exec::run_collect(conn, &sql, &params, in_txn)))
+                .await?;
+        Ok(self.park(BatchStream {
+            schema,
+            head,
+            rest: None,
+        }))
     }
 
     pub async fn stream_prepared(
@@ -447,7 +435,7 @@ impl Engine {
         ctx: &CallContext,
         handle: &str,
     ) -> EngineResult<BatchStream> {
-        let (call, sql, _, params, _) = self.prepared_call(handle, ctx)?;
+        let (call, sql, _, params) = self.prepared_call(handle, ctx)?;
         self.stream_query(&call, &sql, params).await
     }
 
@@ -459,7 +447,7 @@ impl Engine {
         handle: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<u64> {
-        let (call, sql, _, bound, _) = self.prepared_call(handle, ctx)?;
+        let (call, sql, _, bound) = self.prepared_call(handle, ctx)?;
         let params = if params.is_empty() { bound } else { params };
         self.execute_update(&call, &sql, params).await
     }

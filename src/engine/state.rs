@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 
@@ -33,14 +32,13 @@ pub struct PreparedEntry {
     pub session: Option<String>,
     pub transaction: Option<String>,
     pub kind: StatementKind,
-    pub dataset_schema: SchemaRef,
     pub params: Vec<RecordBatch>,
     pub last_used: Instant,
 }
 
+/// A started statement waiting for its fetch.
 pub struct Parked {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+    pub stream: super::BatchStream,
     pub created: Instant,
 }
 

@@ -31,12 +31,11 @@ use arrow_flight::{
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{CallContext, Engine, Planned};
+use crate::engine::{BatchStream, CallContext, Engine, Planned};
 use session::*;
 use status::{arrow_status, to_status};
 
@@ -46,21 +45,6 @@ pub use arrow_flight::flight_service_server::FlightServiceServer;
 pub const MONTH_HEADER: &str = "x-duckflock-month";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// What a `TicketStatementQuery` carries: enough to run the statement on
-/// any later `DoGet`, or the id of a result that already ran.
-#[derive(Serialize, Deserialize)]
-enum TicketBody {
-    Query {
-        sql: String,
-        month: String,
-        session: Option<String>,
-        transaction: Option<String>,
-    },
-    Parked {
-        id: String,
-    },
-}
 
 pub struct DuckFlightSql {
     engine: Arc<Engine>,
@@ -129,12 +113,24 @@ fn encode(
     Box::pin(s)
 }
 
-fn stream_response(
-    stream: crate::engine::BatchStream,
-) -> Response<BoxStream<arrow_flight::FlightData>> {
-    let batches = ReceiverStream::new(stream.batches)
-        .map(|r| r.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))));
+fn stream_response(stream: BatchStream) -> Response<BoxStream<arrow_flight::FlightData>> {
+    let head = futures::stream::iter(stream.head.into_iter().map(Ok));
+    let rest = stream.rest.map(|rx| {
+        ReceiverStream::new(rx).map(|r| r.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
+    });
+    let batches = head.chain(futures::stream::iter(rest).flatten());
     Response::new(encode(stream.schema, batches))
+}
+
+/// A FlightInfo whose one endpoint fetches the parked result `planned.id`.
+fn planned_info(
+    planned: Planned,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let ticket = TicketStatementQuery {
+        statement_handle: planned.id.into_bytes().into(),
+    };
+    flight_info(&planned.schema, ticket.as_any().encode_to_vec(), descriptor)
 }
 
 /// Collects the parameter batches a client uploads with DoPut.
@@ -152,38 +148,6 @@ async fn read_batches(
             .await
             .map_err(Status::from)?;
     Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
-}
-
-fn ticket_for(
-    planned: Planned,
-    lazy: impl FnOnce() -> Vec<u8>,
-) -> Result<(SchemaRef, Vec<u8>), Status> {
-    Ok(match planned {
-        Planned::Lazy { schema } => (schema, lazy()),
-        Planned::Parked { id, schema } => {
-            let body = serde_json::to_vec(&TicketBody::Parked { id })
-                .map_err(|e| Status::internal(e.to_string()))?;
-            (
-                schema,
-                TicketStatementQuery {
-                    statement_handle: body.into(),
-                }
-                .as_any()
-                .encode_to_vec(),
-            )
-        }
-    })
-}
-
-fn parked_stream(
-    engine: &Engine,
-    id: &str,
-) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-    let (schema, batches) = engine.take_parked(id).map_err(to_status)?;
-    Ok(Response::new(encode(
-        schema,
-        futures::stream::iter(batches.into_iter().map(Ok)),
-    )))
 }
 
 fn encode_action_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
@@ -215,27 +179,12 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let ctx = call_context(request.metadata(), query.transaction_id.as_deref());
-        let month = self.engine.resolve_month(&ctx).map_err(to_status)?;
         let planned = self
             .engine
             .plan_query(&ctx, &query.query)
             .await
             .map_err(to_status)?;
-        let (schema, ticket) = ticket_for(planned, || {
-            let body = TicketBody::Query {
-                sql: query.query.clone(),
-                month: month.to_string(),
-                session: ctx.session.clone(),
-                transaction: ctx.transaction.clone(),
-            };
-            let body = serde_json::to_vec(&body).unwrap_or_default();
-            TicketStatementQuery {
-                statement_handle: body.into(),
-            }
-            .as_any()
-            .encode_to_vec()
-        })?;
-        flight_info(&schema, ticket, request.into_inner())
+        planned_info(planned, request.into_inner())
     }
 
     async fn do_get_statement(
@@ -243,29 +192,9 @@ impl FlightSqlService for DuckFlightSql {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let body: TicketBody = serde_json::from_slice(&ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("malformed ticket"))?;
-        match body {
-            TicketBody::Parked { id } => parked_stream(&self.engine, &id),
-            TicketBody::Query {
-                sql,
-                month,
-                session,
-                transaction,
-            } => {
-                let ctx = CallContext {
-                    month: Some(month),
-                    session,
-                    transaction,
-                };
-                let stream = self
-                    .engine
-                    .stream_query(&ctx, &sql, Vec::new())
-                    .await
-                    .map_err(to_status)?;
-                Ok(stream_response(stream))
-            }
-        }
+        let id = String::from_utf8_lossy(&ticket.statement_handle);
+        let stream = self.engine.take_parked(&id).map_err(to_status)?;
+        Ok(stream_response(stream))
     }
 
     async fn do_put_statement_update(
@@ -346,8 +275,7 @@ impl FlightSqlService for DuckFlightSql {
             .plan_prepared(&ctx, &handle)
             .await
             .map_err(to_status)?;
-        let (schema, ticket) = ticket_for(planned, || cmd.as_any().encode_to_vec())?;
-        flight_info(&schema, ticket, request.into_inner())
+        planned_info(planned, request.into_inner())
     }
 
     async fn do_get_prepared_statement(
