@@ -36,6 +36,17 @@ with tempfile.TemporaryDirectory() as tmp:
         print(("ok   " if ok else "FAIL ") + " ".join(os.path.basename(c) for c in cmd[:2]))
         if not ok:
             print(out.stdout, out.stderr, sep="\n")
+    # The examples' writes are committed: a fresh connection sees them.
+    import adbc_driver_flightsql.dbapi as flight_sql
+
+    with flight_sql.connect(f"grpc://{addr}", autocommit=True,
+                            db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": "2026-01"}) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM products")
+        persisted = cur.fetchone()[0] == 2
+    failed += not persisted
+    print(("ok   " if persisted else "FAIL ") + "example writes persisted")
+    examples.append(None)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0, "server did not shut down cleanly"
     print(f"examples: {len(examples) - failed} passed, {failed} failed")

@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineConfig};
@@ -23,8 +22,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();
 
-    let listener = TcpListener::bind(cfg.flight_addr).await?;
-    let addr = listener.local_addr()?;
+    // TCP_NODELAY on every accepted socket: small request/response pairs
+    // (point queries) must not wait for Nagle/delayed-ACK timers.
+    let incoming = TcpIncoming::bind(cfg.flight_addr)?.with_nodelay(Some(true));
+    let addr = incoming.local_addr()?;
     let service = FlightServiceServer::new(DuckFlightSql::new(Arc::clone(&engine)))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
@@ -36,7 +37,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
     );

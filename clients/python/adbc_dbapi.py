@@ -5,7 +5,8 @@ import adbc_driver_flightsql.dbapi as flight_sql
 
 uri = os.environ.get("DUCKFLOCK_URI", "grpc://127.0.0.1:50051")
 # Choose the month (catalog) with a call header; without it the current month is used.
-with flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": "2026-01"}) as conn:
+# autocommit=True: the DB-API default (False) runs everything in one transaction until commit().
+with flight_sql.connect(uri, db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": "2026-01"}, autocommit=True) as conn:
     cur = conn.cursor()
     cur.execute("CREATE TABLE IF NOT EXISTS products (id INTEGER PRIMARY KEY, name VARCHAR, price DECIMAL(10,2))")
     cur.executemany("INSERT OR REPLACE INTO products VALUES (?, ?, ?)", [(1, "duck", 9.5), (2, "goose", 12.25)])

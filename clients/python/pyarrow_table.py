@@ -4,7 +4,7 @@ import os
 import adbc_driver_flightsql.dbapi as flight_sql
 
 uri = os.environ.get("DUCKFLOCK_URI", "grpc://127.0.0.1:50051")
-with flight_sql.connect(uri) as conn:
+with flight_sql.connect(uri, autocommit=True) as conn:
     cur = conn.cursor()
     cur.execute("SELECT range AS i, range * 2 AS j FROM range(100000)")
     table = cur.fetch_arrow_table()

@@ -15,6 +15,51 @@ use super::node::Lease;
 /// Batches in flight between DuckDB and the client, per stream.
 pub const CHANNEL_DEPTH: usize = 4;
 
+/// Rows and bytes a streamed batch grows to before it is sent: DuckDB
+/// produces 2048-row chunks, and one Flight message per chunk costs more in
+/// framing than the data itself for narrow rows.
+const COALESCE_ROWS: usize = 64 * 1024;
+const COALESCE_BYTES: usize = 4 << 20;
+
+/// Sends the first chunk at once (time to first row), then merges chunks
+/// into batches of up to [`COALESCE_ROWS`] rows / [`COALESCE_BYTES`] bytes.
+#[derive(Default)]
+struct Coalescer {
+    started: bool,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Coalescer {
+    fn push(&mut self, batch: RecordBatch) -> EngineResult<Option<RecordBatch>> {
+        if !self.started {
+            self.started = true;
+            return Ok(Some(batch));
+        }
+        self.rows += batch.num_rows();
+        self.bytes += batch.get_array_memory_size();
+        self.pending.push(batch);
+        if self.rows >= COALESCE_ROWS || self.bytes >= COALESCE_BYTES {
+            return self.finish();
+        }
+        Ok(None)
+    }
+
+    fn finish(&mut self) -> EngineResult<Option<RecordBatch>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.rows = 0;
+        self.bytes = 0;
+        match pending.len() {
+            0 => Ok(None),
+            1 => Ok(pending.into_iter().next()),
+            _ => arrow::compute::concat_batches(&pending[0].schema(), &pending)
+                .map(Some)
+                .map_err(|e| EngineError::internal(format!("Arrow concat: {e}"))),
+        }
+    }
+}
+
 /// Executes every statement of `sql` but the last, and prepares the last.
 /// Each statement is classified by DuckDB before it runs; `allow_write`
 /// false refuses writes (reads routed to nodes that must not change).
@@ -96,9 +141,17 @@ pub fn spawn_stream(
                 if let Some(s) = schema_tx.take() {
                     let _ = s.send(Ok(res.schema()));
                 }
+                let mut out = Coalescer::default();
                 while let Some(batch) = res.next_batch()? {
-                    if tx.blocking_send(Ok(batch)).is_err() {
-                        return Ok(()); // client went away
+                    if let Some(ready) = out.push(batch)? {
+                        if tx.blocking_send(Ok(ready)).is_err() {
+                            return Ok(()); // client went away
+                        }
+                    }
+                }
+                if let Some(rest) = out.finish()? {
+                    if tx.blocking_send(Ok(rest)).is_err() {
+                        return Ok(());
                     }
                 }
             }
