@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -192,7 +191,6 @@ async fn main() {
     local
         .execute_batch(&setup_sql(o.rows, o.bulk_rows))
         .expect("local setup");
-    let local = Arc::new(local);
 
     let mut table = vec![
         "| workload | duckflock | in-process DuckDB | ratio |".to_string(),

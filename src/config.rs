@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Time zone that decides the default (current) month [default: UTC].
     #[arg(long, env = "DUCKFLOCK_TIMEZONE")]
     pub timezone: Option<String>,
+    /// Seconds a Flight SQL session or transaction may stay idle before it
+    /// is closed (a transaction is rolled back) [default: 900].
+    #[arg(long, env = "DUCKFLOCK_SESSION_TIMEOUT")]
+    pub session_timeout: Option<u64>,
     /// Allow a non-loopback listen address without authentication.
     #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -60,6 +64,7 @@ pub struct ServeConfig {
     pub memory_limit: Option<String>,
     pub threads: Option<usize>,
     pub timezone: chrono_tz::Tz,
+    pub session_timeout: std::time::Duration,
     pub insecure: bool,
 }
 
@@ -92,6 +97,9 @@ impl ServeArgs {
             timezone: timezone
                 .parse()
                 .map_err(|_| anyhow::anyhow!("unknown time zone '{timezone}'"))?,
+            session_timeout: std::time::Duration::from_secs(
+                self.session_timeout.or(file.session_timeout).unwrap_or(900),
+            ),
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
         if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {

@@ -18,6 +18,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         memory_limit: cfg.memory_limit.clone(),
         threads: cfg.threads,
         timezone: cfg.timezone,
+        session_timeout: cfg.session_timeout,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();
@@ -26,7 +27,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     // (point queries) must not wait for Nagle/delayed-ACK timers.
     let incoming = TcpIncoming::bind(cfg.flight_addr)?.with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
-    let service = FlightServiceServer::new(DuckFlightSql::new(Arc::clone(&engine)))
+    let service = FlightServiceServer::new(DuckFlightSql::new(Arc::clone(&engine))?)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     // Tests and scripts read this line to find the port.

@@ -77,7 +77,7 @@ async fn ddl_and_dml_through_query_path_take_effect_once() {
     )
     .await
     .unwrap();
-    assert_eq!(pretty(&b).contains("| 10 |"), true, "{}", pretty(&b));
+    assert!(pretty(&b).contains("| 10 |"), "{}", pretty(&b));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -699,4 +699,59 @@ async fn sigterm_drains_checkpoints_and_exits_zero() {
     c.set_header("x-duckflock-month", "2026-04");
     let b = query(&mut c, "SELECT count(*) FROM g").await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_sessions_and_transactions_expire() {
+    use duckflock::flight::session::*;
+    let server = Server::start(&["--session-timeout", "1"]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-05");
+    c.execute_update("CREATE TABLE ex (v INTEGER)".into(), None)
+        .await
+        .unwrap();
+
+    // A session with a temp table in its own connection.
+    let resp = c
+        .inner_mut()
+        .do_action(Action {
+            r#type: "SetSessionOptions".into(),
+            body: SetSessionOptionsRequest::default().encode_to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let cookie = resp
+        .metadata()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut s = server.client().await;
+    s.set_header("x-duckflock-month", "2026-05");
+    s.set_header("cookie", cookie);
+    s.execute_update("CREATE TEMP TABLE mine AS SELECT 1 AS v".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(rows(&query(&mut s, "SELECT * FROM mine").await.unwrap()), 1);
+
+    // An open transaction with an uncommitted row.
+    let t = c.begin_transaction().await.unwrap();
+    c.execute_update("INSERT INTO ex VALUES (1)".into(), Some(t.clone()))
+        .await
+        .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+
+    // The session's connection (and its temp table) is gone.
+    let err = query(&mut s, "SELECT * FROM mine").await.unwrap_err();
+    assert_eq!(code(&err), Code::NotFound, "{err}");
+    // The transaction was rolled back and its id is unknown.
+    let err = c
+        .execute_update("INSERT INTO ex VALUES (2)".into(), Some(t))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::NotFound, "{err}");
+    let b = query(&mut c, "SELECT count(*) FROM ex").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
 }

@@ -44,6 +44,8 @@ pub struct EngineConfig {
     pub memory_limit: Option<String>,
     pub threads: Option<usize>,
     pub timezone: Tz,
+    /// Idle time after which a session is closed and a transaction rolled back.
+    pub session_timeout: Duration,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -115,11 +117,16 @@ impl Engine {
         };
         let months = MonthRegistry::open(cfg.data_dir.clone(), opts)?;
         let keywords = catalog::keywords(months.void())?;
+        let session_timeout = cfg.session_timeout;
         Ok(Arc::new(Engine {
             cfg,
             months,
             state: State::default(),
-            timeouts: Timeouts::default(),
+            timeouts: Timeouts {
+                session: session_timeout,
+                transaction: session_timeout,
+                ..Timeouts::default()
+            },
             keywords,
         }))
     }
@@ -128,8 +135,10 @@ impl Engine {
     /// results every few seconds until the engine is dropped.
     pub fn spawn_janitor(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let period =
+            (self.timeouts.session / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
                 let Some(engine) = weak.upgrade() else { break };

@@ -13,7 +13,7 @@ use arrow_flight::sql::{Nullable, Searchable, SqlInfo, SqlSupportedTransaction, 
 
 use crate::engine::{ForeignKey, PrimaryKey};
 
-pub fn sql_info(keywords: &[String]) -> SqlInfoData {
+pub fn sql_info(keywords: &[String]) -> Result<SqlInfoData, arrow_flight::error::FlightError> {
     let mut b = SqlInfoDataBuilder::new();
     b.append(SqlInfo::FlightSqlServerName, "duckflock");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -33,10 +33,7 @@ pub fn sql_info(keywords: &[String]) -> SqlInfoData {
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     b.append(SqlInfo::SqlTransactionsSupported, true);
     b.append(SqlInfo::SqlKeywords, keywords.to_vec());
-    // The builder only fails on inconsistent value types, which the fixed
-    // list above cannot produce.
     b.build()
-        .unwrap_or_else(|_| SqlInfoDataBuilder::new().build().expect("empty SqlInfo"))
 }
 
 fn xdbc(
@@ -69,7 +66,7 @@ fn xdbc(
     }
 }
 
-pub fn xdbc_types() -> XdbcTypeInfoData {
+pub fn xdbc_types() -> Result<XdbcTypeInfoData, arrow_flight::error::FlightError> {
     use XdbcDataType::*;
     let mut b = XdbcTypeInfoDataBuilder::new();
     b.append(xdbc("BOOLEAN", XdbcBit, Some(1), None, None));
@@ -103,11 +100,7 @@ pub fn xdbc_types() -> XdbcTypeInfoData {
         None,
     ));
     b.append(xdbc("INTERVAL", XdbcInterval, None, Some("'"), None));
-    b.build().unwrap_or_else(|_| {
-        XdbcTypeInfoDataBuilder::new()
-            .build()
-            .expect("empty XDBC info")
-    })
+    b.build()
 }
 
 pub fn primary_keys_schema() -> SchemaRef {

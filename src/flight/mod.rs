@@ -53,13 +53,13 @@ pub struct DuckFlightSql {
 }
 
 impl DuckFlightSql {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        let sql_info = metadata::sql_info(engine.keywords());
-        DuckFlightSql {
+    pub fn new(engine: Arc<Engine>) -> Result<Self, FlightError> {
+        let sql_info = metadata::sql_info(engine.keywords())?;
+        Ok(DuckFlightSql {
             engine,
             sql_info,
-            xdbc: metadata::xdbc_types(),
-        }
+            xdbc: metadata::xdbc_types()?,
+        })
     }
 }
 
@@ -356,7 +356,7 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         flight_info(
-            &query.clone().into_builder().schema(),
+            &query.into_builder().schema(),
             query.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -458,7 +458,7 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         flight_info(
-            &query.clone().into_builder().schema(),
+            &query.into_builder().schema(),
             query.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -513,7 +513,7 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         flight_info(
-            &query.clone().into_builder(&self.xdbc).schema(),
+            &query.into_builder(&self.xdbc).schema(),
             query.as_any().encode_to_vec(),
             request.into_inner(),
         )
