@@ -65,7 +65,7 @@ impl Default for Timeouts {
             session: Duration::from_secs(15 * 60),
             transaction: Duration::from_secs(10 * 60),
             prepared: Duration::from_secs(30 * 60),
-            parked: Duration::from_secs(120),
+            parked: Duration::from_secs(60),
         }
     }
 }
