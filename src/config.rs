@@ -111,3 +111,63 @@ impl ServeArgs {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str]) -> ServeConfig {
+        let cli = Cli::try_parse_from(args).expect("parse");
+        let Command::Serve(a) = cli.command;
+        a.resolve().expect("resolve")
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("duckflock.toml");
+        std::fs::write(
+            &file,
+            "data-dir = \"/from/file\"\nmemory-limit = \"1GB\"\nthreads = 5\ntimezone = \"Asia/Tokyo\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        // Only this test touches DUCKFLOCK_THREADS.
+        std::env::set_var("DUCKFLOCK_THREADS", "3");
+        let cfg = resolve(&["duckflock", "serve", "--config", f, "--memory-limit", "2GB"]);
+        std::env::remove_var("DUCKFLOCK_THREADS");
+        assert_eq!(cfg.memory_limit.as_deref(), Some("2GB"), "flag over file");
+        assert_eq!(cfg.threads, Some(3), "env over file");
+        assert_eq!(
+            cfg.data_dir,
+            PathBuf::from("/from/file"),
+            "file over default"
+        );
+        assert_eq!(cfg.timezone, chrono_tz::Asia::Tokyo);
+        assert_eq!(cfg.flight_addr.to_string(), "127.0.0.1:50051", "default");
+    }
+
+    #[test]
+    fn non_loopback_needs_insecure_and_unknown_keys_are_errors() {
+        let cli =
+            Cli::try_parse_from(["duckflock", "serve", "--flight-addr", "0.0.0.0:50051"]).unwrap();
+        let Command::Serve(a) = cli.command;
+        assert!(a.resolve().is_err());
+        let cfg = resolve(&[
+            "duckflock",
+            "serve",
+            "--flight-addr",
+            "0.0.0.0:50051",
+            "--insecure",
+        ]);
+        assert!(cfg.insecure);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "data_dirr = \"x\"\n").unwrap();
+        let cli = Cli::try_parse_from(["duckflock", "serve", "--config", file.to_str().unwrap()])
+            .unwrap();
+        let Command::Serve(a) = cli.command;
+        assert!(a.resolve().is_err());
+    }
+}
