@@ -573,6 +573,33 @@ async fn metadata_lists_months_schemas_tables_keys_and_hides_internals() {
         .unwrap();
     assert_eq!(rows(&fetch(&mut c, info).await.unwrap()), 1);
 
+    let info = c
+        .get_cross_reference(arrow_flight::sql::CommandGetCrossReference {
+            pk_catalog: Some("2026-03".into()),
+            pk_db_schema: None,
+            pk_table: "parent".into(),
+            fk_catalog: Some("2026-03".into()),
+            fk_db_schema: None,
+            fk_table: "child".into(),
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(rows(&b), 1);
+    assert_eq!(b[0].column(3).as_string::<i32>().value(0), "id");
+    let info = c
+        .get_cross_reference(arrow_flight::sql::CommandGetCrossReference {
+            pk_catalog: Some("2026-03".into()),
+            pk_db_schema: None,
+            pk_table: "child".into(),
+            fk_catalog: Some("2026-03".into()),
+            fk_db_schema: None,
+            fk_table: "parent".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut c, info).await.unwrap()), 0);
+
     let info = c.get_table_types().await.unwrap();
     assert!(pretty(&fetch(&mut c, info).await.unwrap()).contains("VIEW"));
 

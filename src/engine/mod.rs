@@ -574,19 +574,35 @@ impl Engine {
         }
     }
 
-    pub async fn db_schemas(
+    /// Runs a catalog query on the primary of every month that matches
+    /// `catalog` (all months when `None`) and concatenates the rows.
+    async fn per_month<T: Send + 'static>(
         self: &Arc<Self>,
         catalog: Option<&str>,
-    ) -> EngineResult<Vec<(String, String)>> {
+        query: impl Fn(&crate::duck::Conn, &str) -> EngineResult<Vec<T>> + Send + 'static,
+    ) -> EngineResult<Vec<T>> {
         let months = self.months_for(catalog)?;
         blocking(move || {
             let mut out = Vec::new();
             for m in months {
-                for s in m.primary().lease()?.with(catalog::schemas)? {
-                    out.push((m.id.to_string(), s));
-                }
+                let name = m.id.to_string();
+                out.extend(m.primary().lease()?.with(|c| query(c, &name))?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// (month, schema) pairs.
+    pub async fn db_schemas(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<(String, String)>> {
+        self.per_month(catalog, |c, month| {
+            Ok(catalog::schemas(c)?
+                .into_iter()
+                .map(|s| (month.to_string(), s))
+                .collect())
         })
         .await
     }
@@ -596,14 +612,8 @@ impl Engine {
         catalog: Option<&str>,
         include_schema: bool,
     ) -> EngineResult<Vec<TableInfo>> {
-        let months = self.months_for(catalog)?;
-        blocking(move || {
-            let mut out = Vec::new();
-            for m in months {
-                let mut lease = m.primary().lease()?;
-                out.extend(lease.with(|c| catalog::tables(c, &m.id.to_string(), include_schema))?);
-            }
-            Ok(out)
+        self.per_month(catalog, move |c, month| {
+            catalog::tables(c, month, include_schema)
         })
         .await
     }
@@ -612,32 +622,14 @@ impl Engine {
         self: &Arc<Self>,
         catalog: Option<&str>,
     ) -> EngineResult<Vec<PrimaryKey>> {
-        let months = self.months_for(catalog)?;
-        blocking(move || {
-            let mut out = Vec::new();
-            for m in months {
-                let mut lease = m.primary().lease()?;
-                out.extend(lease.with(|c| catalog::primary_keys(c, &m.id.to_string()))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.per_month(catalog, catalog::primary_keys).await
     }
 
     pub async fn foreign_keys(
         self: &Arc<Self>,
         catalog: Option<&str>,
     ) -> EngineResult<Vec<ForeignKey>> {
-        let months = self.months_for(catalog)?;
-        blocking(move || {
-            let mut out = Vec::new();
-            for m in months {
-                let mut lease = m.primary().lease()?;
-                out.extend(lease.with(|c| catalog::foreign_keys(c, &m.id.to_string()))?);
-            }
-            Ok(out)
-        })
-        .await
+        self.per_month(catalog, catalog::foreign_keys).await
     }
 }
 

@@ -53,6 +53,18 @@ pub struct DuckFlightSql {
 }
 
 impl DuckFlightSql {
+    /// The foreign keys of `catalog` that `keep` selects, as a DoGet answer.
+    async fn foreign_keys_answer(
+        &self,
+        catalog: Option<&str>,
+        keep: impl Fn(&crate::engine::ForeignKey) -> bool,
+    ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+        let keys = self.engine.foreign_keys(catalog).await.map_err(to_status)?;
+        let keys: Vec<_> = keys.iter().filter(|k| keep(k)).collect();
+        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
+        Ok(one_batch(batch))
+    }
+
     pub fn new(engine: Arc<Engine>) -> Result<Self, FlightError> {
         let sql_info = metadata::sql_info(engine.keywords())?;
         Ok(DuckFlightSql {
@@ -148,6 +160,14 @@ async fn read_batches(
             .await
             .map_err(Status::from)?;
     Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+}
+
+/// A DoGet answer holding one (metadata) batch.
+fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>> {
+    Response::new(encode(
+        batch.schema(),
+        futures::stream::iter(vec![Ok(batch)]),
+    ))
 }
 
 fn encode_action_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
@@ -372,10 +392,7 @@ impl FlightSqlService for DuckFlightSql {
             b.append(m.to_string());
         }
         let batch = b.build().map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_schemas(
@@ -405,10 +422,7 @@ impl FlightSqlService for DuckFlightSql {
             b.append(c, s);
         }
         let batch = b.build().map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_tables(
@@ -446,10 +460,7 @@ impl FlightSqlService for DuckFlightSql {
             .map_err(arrow_status)?;
         }
         let batch = b.build().map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_table_types(
@@ -474,10 +485,7 @@ impl FlightSqlService for DuckFlightSql {
             b.append(t);
         }
         let batch = b.build().map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_sql_info(
@@ -501,10 +509,7 @@ impl FlightSqlService for DuckFlightSql {
             .into_builder(&self.sql_info)
             .build()
             .map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -528,10 +533,7 @@ impl FlightSqlService for DuckFlightSql {
             .into_builder(&self.xdbc)
             .build()
             .map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_primary_keys(
@@ -563,10 +565,7 @@ impl FlightSqlService for DuckFlightSql {
             })
             .collect();
         let batch = metadata::primary_keys_batch(&keys).map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        Ok(one_batch(batch))
     }
 
     async fn get_flight_info_exported_keys(
@@ -586,23 +585,10 @@ impl FlightSqlService for DuckFlightSql {
         query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let keys = self
-            .engine
-            .foreign_keys(query.catalog.as_deref())
-            .await
-            .map_err(to_status)?;
-        let keys: Vec<_> = keys
-            .iter()
-            .filter(|k| {
-                k.pk_table == query.table
-                    && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
-            })
-            .collect();
-        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        self.foreign_keys_answer(query.catalog.as_deref(), |k| {
+            k.pk_table == query.table && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
+        })
+        .await
     }
 
     async fn get_flight_info_imported_keys(
@@ -622,23 +608,10 @@ impl FlightSqlService for DuckFlightSql {
         query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let keys = self
-            .engine
-            .foreign_keys(query.catalog.as_deref())
-            .await
-            .map_err(to_status)?;
-        let keys: Vec<_> = keys
-            .iter()
-            .filter(|k| {
-                k.fk_table == query.table
-                    && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
-            })
-            .collect();
-        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        self.foreign_keys_answer(query.catalog.as_deref(), |k| {
+            k.fk_table == query.table && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
+        })
+        .await
     }
 
     async fn get_flight_info_cross_reference(
@@ -658,20 +631,10 @@ impl FlightSqlService for DuckFlightSql {
         query: CommandGetCrossReference,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let keys = self
-            .engine
-            .foreign_keys(query.fk_catalog.as_deref())
-            .await
-            .map_err(to_status)?;
-        let keys: Vec<_> = keys
-            .iter()
-            .filter(|k| k.pk_table == query.pk_table && k.fk_table == query.fk_table)
-            .collect();
-        let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
-        Ok(Response::new(encode(
-            batch.schema(),
-            futures::stream::iter(vec![Ok(batch)]),
-        )))
+        self.foreign_keys_answer(query.fk_catalog.as_deref(), |k| {
+            k.pk_table == query.pk_table && k.fk_table == query.fk_table
+        })
+        .await
     }
 
     // ----- session options -------------------------------------------------
