@@ -782,3 +782,76 @@ async fn idle_sessions_and_transactions_expire() {
     let b = query(&mut c, "SELECT count(*) FROM ex").await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_month_reads_stream_one_unified_answer() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    for (m, ddl) in [
+        ("2026-01", "CREATE TABLE sales AS SELECT range AS id, 'a' AS region FROM range(3)"),
+        ("2026-02", "CREATE TABLE sales AS SELECT range AS id, 'b' AS region, range * 1.5 AS amount FROM range(100000)"),
+        ("2026-03", "CREATE TABLE sales AS SELECT range AS id FROM range(2)"),
+    ] {
+        c.set_header("x-duckflock-month", m);
+        c.execute_update(ddl.into(), None).await.unwrap();
+    }
+    let mut x = server.client().await;
+    x.set_header("x-duckflock-months", "2026-03,2026-01");
+    let b = query(&mut x, "SELECT * FROM sales ORDER BY id")
+        .await
+        .unwrap();
+    let schema = b[0].schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, vec!["month", "id", "region"]);
+    let text = pretty(&b);
+    assert_eq!(rows(&b), 5, "{text}");
+    // Months in the order asked; a column a month lacks is NULL there.
+    let months: Vec<String> = b
+        .iter()
+        .flat_map(|batch| {
+            let col = batch.column(0).as_string::<i32>().clone();
+            (0..batch.num_rows())
+                .map(move |i| col.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        months,
+        vec!["2026-03", "2026-03", "2026-01", "2026-01", "2026-01"]
+    );
+    assert_eq!(b.iter().map(|b| b.column(2).null_count()).sum::<usize>(), 2);
+
+    // `all`: every month, streamed in many batches.
+    x.set_header("x-duckflock-months", "all");
+    let b = query(&mut x, "SELECT * FROM sales").await.unwrap();
+    assert_eq!(rows(&b), 100_005);
+    assert!(b.len() > 1);
+    assert_eq!(b[0].schema().fields().len(), 4);
+    let b = query(&mut x, "SELECT count(*) AS n FROM sales")
+        .await
+        .unwrap();
+    assert_eq!(rows(&b), 3);
+
+    // Writes, bad month names and a failing month are errors.
+    let err = x
+        .execute_update("DELETE FROM sales".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    let err = query(&mut x, "DROP TABLE sales").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    x.set_header("x-duckflock-months", "2026-01,2026-13");
+    let err = query(&mut x, "SELECT 1").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    x.set_header("x-duckflock-months", "all");
+    let err = query(&mut x, "SELECT amount FROM sales").await.unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("2026-01"),
+        "the failing month is named: {err}"
+    );
+    // Nothing was deleted.
+    c.set_header("x-duckflock-month", "2026-02");
+    let b = query(&mut c, "SELECT count(*) FROM sales").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 100_000);
+}

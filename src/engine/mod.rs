@@ -8,6 +8,7 @@
 
 mod catalog;
 mod classify;
+mod cross_month;
 mod error;
 mod exec;
 mod month;
@@ -58,6 +59,8 @@ pub struct CallContext {
     pub session: Option<String>,
     /// Flight SQL transaction id.
     pub transaction: Option<String>,
+    /// Raw `x-duckflock-months` header: a cross-month read.
+    pub months: Option<String>,
 }
 
 /// A statement that started executing: its result waits under `id` for the
@@ -295,25 +298,21 @@ impl Engine {
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<BatchStream> {
+        if let Some(spec) = &ctx.months {
+            if ctx.transaction.is_some() {
+                return Err(EngineError::invalid(
+                    "x-duckflock-months cannot be used inside a transaction",
+                ));
+            }
+            return self.stream_cross_month(spec, sql, params).await;
+        }
         let month = self.resolve_month(ctx)?;
         let (lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
-        let (schema_rx, mut rx) = exec::spawn_stream(lease, sql.to_string(), params, true);
+        let (schema_rx, rx) = exec::spawn_stream(lease, sql.to_string(), params, true);
         let schema = schema_rx
             .await
             .map_err(|_| EngineError::internal("execution ended without a result"))??;
-        Ok(match rx.recv().await {
-            Some(Ok(first)) => BatchStream {
-                schema,
-                head: vec![first],
-                rest: Some(rx),
-            },
-            Some(Err(e)) => return Err(e),
-            None => BatchStream {
-                schema,
-                head: Vec::new(),
-                rest: None,
-            },
-        })
+        first_batch(schema, rx).await
     }
 
     /// Executes a statement for its affected-row count. Many parameter rows
@@ -324,6 +323,11 @@ impl Engine {
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<u64> {
+        if ctx.months.is_some() {
+            return Err(EngineError::invalid(
+                "x-duckflock-months is for read statements only",
+            ));
+        }
         let month = self.resolve_month(ctx)?;
         let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
         let sql = sql.to_string();
@@ -338,6 +342,17 @@ impl Engine {
         sql: &str,
     ) -> EngineResult<PreparedInfo> {
         let month = self.resolve_month(ctx)?;
+        if let Some(spec) = &ctx.months {
+            let plan = self.plan_cross_month(spec, sql).await?;
+            return Ok(self.register_prepared(
+                ctx,
+                sql,
+                month,
+                StatementKind::Read,
+                plan.schema,
+                plan.parameter_schema,
+            ));
+        }
         let (mut lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
         let sql_owned = sql.to_string();
         let (kind, dataset_schema, parameter_schema) = blocking(move || {
@@ -358,6 +373,18 @@ impl Engine {
             })
         })
         .await?;
+        Ok(self.register_prepared(ctx, sql, month, kind, dataset_schema, parameter_schema))
+    }
+
+    fn register_prepared(
+        &self,
+        ctx: &CallContext,
+        sql: &str,
+        month: MonthId,
+        kind: StatementKind,
+        dataset_schema: SchemaRef,
+        parameter_schema: SchemaRef,
+    ) -> PreparedInfo {
         let handle = new_id();
         self.state.prepared.lock().insert(
             handle.clone(),
@@ -366,16 +393,17 @@ impl Engine {
                 month,
                 session: ctx.session.clone(),
                 transaction: ctx.transaction.clone(),
+                months: ctx.months.clone(),
                 kind,
                 params: Vec::new(),
                 last_used: Instant::now(),
             },
         );
-        Ok(PreparedInfo {
+        PreparedInfo {
             handle,
             dataset_schema,
             parameter_schema,
-        })
+        }
     }
 
     /// The context and SQL a prepared statement runs with: the month it was
@@ -394,6 +422,7 @@ impl Engine {
             month: Some(p.month.to_string()),
             session: ctx.session.clone().or_else(|| p.session.clone()),
             transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
+            months: ctx.months.clone().or_else(|| p.months.clone()),
         };
         Ok((call, p.sql.clone(), p.kind, p.params.clone()))
     }
@@ -542,9 +571,8 @@ impl Engine {
 
     pub fn get_session_options(&self, ctx: &CallContext) -> Vec<(String, OptionValue)> {
         let month = self.resolve_month(&CallContext {
-            month: None,
             session: ctx.session.clone(),
-            transaction: None,
+            ..CallContext::default()
         });
         match month {
             Ok(m) => vec![("catalog".to_string(), OptionValue::String(m.to_string()))],
@@ -631,6 +659,27 @@ impl Engine {
     ) -> EngineResult<Vec<ForeignKey>> {
         self.per_month(catalog, catalog::foreign_keys).await
     }
+}
+
+/// Waits for the first batch of a stream (or its end, or its error) so that
+/// the caller learns about failures before answering.
+async fn first_batch(
+    schema: SchemaRef,
+    mut rx: mpsc::Receiver<EngineResult<RecordBatch>>,
+) -> EngineResult<BatchStream> {
+    Ok(match rx.recv().await {
+        Some(Ok(first)) => BatchStream {
+            schema,
+            head: vec![first],
+            rest: Some(rx),
+        },
+        Some(Err(e)) => return Err(e),
+        None => BatchStream {
+            schema,
+            head: Vec::new(),
+            rest: None,
+        },
+    })
 }
 
 /// Whether the first statement of `sql` (or any, for scripts) writes.

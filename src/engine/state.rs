@@ -31,6 +31,8 @@ pub struct PreparedEntry {
     pub month: MonthId,
     pub session: Option<String>,
     pub transaction: Option<String>,
+    /// `x-duckflock-months` at prepare time: a cross-month read.
+    pub months: Option<String>,
     pub kind: StatementKind,
     pub params: Vec<RecordBatch>,
     pub last_used: Instant,

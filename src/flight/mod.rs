@@ -43,6 +43,8 @@ pub use arrow_flight::flight_service_server::FlightServiceServer;
 
 /// Header choosing the month of a call.
 pub const MONTH_HEADER: &str = "x-duckflock-month";
+/// Header asking for a cross-month read (`2026-01,2026-02` or `all`).
+pub const MONTHS_HEADER: &str = "x-duckflock-months";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -89,6 +91,7 @@ fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
         .find_map(session_from_cookie);
     CallContext {
         month: header(MONTH_HEADER),
+        months: header(MONTHS_HEADER),
         session,
         transaction: transaction
             .filter(|t| !t.is_empty())

@@ -263,3 +263,20 @@ def test_large_result_streams_as_batches(connect):
         n += b.num_rows
         batches += 1
     assert n == 3_000_000 and batches > 1
+
+
+def test_cross_month_read_through_prepared_statements(connect):
+    """The Go driver prepares every query: cross-month reads work through it."""
+    for m, n in [("2031-01", 2), ("2031-02", 3)]:
+        cur = connect(month=m).cursor()
+        cur.execute(f"CREATE TABLE cm AS SELECT range AS i FROM range({n})")
+    conn = connect(**{"adbc.flight.sql.rpc.call_header.x-duckflock-months": "2031-01,2031-02"})
+    cur = conn.cursor()
+    cur.execute("SELECT * FROM cm WHERE i >= ? ORDER BY i", (1,))
+    table = cur.fetch_arrow_table()
+    assert table.column_names == ["month", "i"]
+    assert sorted(table.to_pylist(), key=lambda r: (r["month"], r["i"])) == [
+        {"month": "2031-01", "i": 1},
+        {"month": "2031-02", "i": 1},
+        {"month": "2031-02", "i": 2},
+    ]
