@@ -855,3 +855,76 @@ async fn cross_month_reads_stream_one_unified_answer() {
     let b = query(&mut c, "SELECT count(*) FROM sales").await.unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 100_000);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_streams_release_their_connections() {
+    let server = Server::start(&["--threads", "2"]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-06");
+    c.execute_update(
+        "CREATE TABLE big AS SELECT range AS i, repeat('y', 100) AS s FROM range(2000000)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    // 64 clients each read a few batches of a large result and hang up.
+    for _ in 0..64 {
+        let mut r = server.client().await;
+        r.set_header("x-duckflock-month", "2026-06");
+        let info = r.execute("SELECT * FROM big".into(), None).await.unwrap();
+        let mut stream = r
+            .do_get(info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            stream.try_next().await.unwrap();
+        }
+        drop(stream);
+        drop(r);
+    }
+    // And 64 more only ask (GetFlightInfo) and never fetch.
+    for _ in 0..64 {
+        c.execute("SELECT * FROM big".into(), None).await.unwrap();
+    }
+    // The server still answers promptly, writes included (no stuck transaction
+    // or exhausted pool).
+    for k in 0..20 {
+        c.execute_update(format!("INSERT INTO big VALUES ({k}, 'z')"), None)
+            .await
+            .unwrap();
+        let b = query(&mut c, "SELECT count(*) FROM big").await.unwrap();
+        assert_eq!(
+            b[0].column(0).as_primitive::<Int64Type>().value(0),
+            2_000_001 + k
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unfetched_results_are_capped_oldest_first() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    let mut tickets = Vec::new();
+    for _ in 0..300 {
+        let info = c
+            .execute("SELECT * FROM range(1000000)".into(), None)
+            .await
+            .unwrap();
+        tickets.push(info.endpoint[0].ticket.clone().unwrap());
+    }
+    // Beyond 256 parked results the oldest were dropped...
+    let err = match c.do_get(tickets[0].clone()).await {
+        Ok(s) => s.try_collect::<Vec<_>>().await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(code(&err), Code::NotFound, "{err}");
+    // ...and the newest still streams completely.
+    let b: Vec<RecordBatch> = c
+        .do_get(tickets[299].clone())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&b), 1_000_000);
+}

@@ -102,6 +102,9 @@ pub struct Engine {
     keywords: Vec<String>,
 }
 
+/// Results started but not yet fetched, at most (see [`Engine::park`]).
+const MAX_PARKED: usize = 256;
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> EngineResult<T> + Send + 'static,
 ) -> EngineResult<T> {
@@ -268,13 +271,29 @@ impl Engine {
     fn park(&self, stream: BatchStream) -> Planned {
         let id = new_id();
         let schema = Arc::clone(&stream.schema);
-        self.state.parked.lock().insert(
-            id.clone(),
-            Parked {
-                stream,
-                created: Instant::now(),
-            },
-        );
+        let evicted = {
+            let mut parked = self.state.parked.lock();
+            parked.insert(
+                id.clone(),
+                Parked {
+                    stream,
+                    created: Instant::now(),
+                },
+            );
+            // Each unfetched result holds a connection and a blocking thread:
+            // beyond the cap the oldest one is dropped (its fetch then fails
+            // with NOT_FOUND) rather than exhausting the blocking pool.
+            let oldest = (parked.len() > MAX_PARKED)
+                .then(|| {
+                    parked
+                        .iter()
+                        .min_by_key(|(_, p)| p.created)
+                        .map(|(k, _)| k.clone())
+                })
+                .flatten();
+            oldest.and_then(|k| parked.remove(&k))
+        };
+        drop(evicted); // outside the lock: dropping stops the producer
         Planned { id, schema }
     }
 
