@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Flight SQL listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "DUCKFLOCK_FLIGHT_ADDR")]
     pub flight_addr: Option<SocketAddr>,
-    /// DuckDB memory budget, e.g. 4GB [default: DuckDB's].
+    /// DuckDB memory shared by all open month files, e.g. 4GB or 2GiB
+    /// [default: 80% of physical memory].
     #[arg(long, env = "DUCKFLOCK_MEMORY_LIMIT")]
     pub memory_limit: Option<String>,
     /// DuckDB worker threads [default: number of cores].
@@ -47,6 +48,9 @@ pub struct ServeArgs {
     /// Time zone that decides the default (current) month [default: UTC].
     #[arg(long, env = "DUCKFLOCK_TIMEZONE")]
     pub timezone: Option<String>,
+    /// Seconds a month's files stay open without use [default: 600].
+    #[arg(long, env = "DUCKFLOCK_MONTH_IDLE_TIMEOUT")]
+    pub month_idle_timeout: Option<u64>,
     /// Seconds a Flight SQL session or transaction may stay idle before it
     /// is closed (a transaction is rolled back) [default: 900].
     #[arg(long, env = "DUCKFLOCK_SESSION_TIMEOUT")]
@@ -61,7 +65,9 @@ pub struct ServeArgs {
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub flight_addr: SocketAddr,
-    pub memory_limit: Option<String>,
+    /// Bytes of DuckDB memory for all open month files together.
+    pub memory_budget: u64,
+    pub month_idle_timeout: std::time::Duration,
     pub threads: Option<usize>,
     pub timezone: chrono_tz::Tz,
     pub session_timeout: std::time::Duration,
@@ -92,7 +98,15 @@ impl ServeArgs {
                 .flight_addr
                 .or(file.flight_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
-            memory_limit: self.memory_limit.or(file.memory_limit),
+            memory_budget: match self.memory_limit.or(file.memory_limit) {
+                Some(s) => parse_size(&s)?,
+                None => physical_memory()? / 10 * 8,
+            },
+            month_idle_timeout: std::time::Duration::from_secs(
+                self.month_idle_timeout
+                    .or(file.month_idle_timeout)
+                    .unwrap_or(600),
+            ),
             threads: self.threads.or(file.threads),
             timezone: timezone
                 .parse()
@@ -110,6 +124,43 @@ impl ServeArgs {
         }
         Ok(cfg)
     }
+}
+
+/// Bytes from a size such as `4GB` (10^9), `2GiB` (2^30), `512 MB`, `1.5TB`.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size '{s}': expected e.g. 4GB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024f64.powi(2),
+        "gib" => 1024f64.powi(3),
+        "tib" => 1024f64.powi(4),
+        other => anyhow::bail!("invalid size unit '{other}' in '{s}'"),
+    };
+    Ok((num * mult) as u64)
+}
+
+/// Physical memory from /proc/meminfo.
+fn physical_memory() -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("MemTotal not found in /proc/meminfo"))?;
+    Ok(kb * 1024)
 }
 
 #[cfg(test)]
@@ -136,7 +187,7 @@ mod tests {
         std::env::set_var("DUCKFLOCK_THREADS", "3");
         let cfg = resolve(&["duckflock", "serve", "--config", f, "--memory-limit", "2GB"]);
         std::env::remove_var("DUCKFLOCK_THREADS");
-        assert_eq!(cfg.memory_limit.as_deref(), Some("2GB"), "flag over file");
+        assert_eq!(cfg.memory_budget, 2_000_000_000, "flag over file");
         assert_eq!(cfg.threads, Some(3), "env over file");
         assert_eq!(
             cfg.data_dir,
@@ -145,6 +196,16 @@ mod tests {
         );
         assert_eq!(cfg.timezone, chrono_tz::Asia::Tokyo);
         assert_eq!(cfg.flight_addr.to_string(), "127.0.0.1:50051", "default");
+    }
+
+    #[test]
+    fn sizes_parse_like_duckdb() {
+        assert_eq!(parse_size("4GB").unwrap(), 4_000_000_000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("512 mb").unwrap(), 512_000_000);
+        assert_eq!(parse_size("1.5TB").unwrap(), 1_500_000_000_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("4 parsecs").is_err());
     }
 
     #[test]

@@ -15,7 +15,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let engine_cfg = EngineConfig {
         data_dir: cfg.data_dir.clone(),
-        memory_limit: cfg.memory_limit.clone(),
+        memory_budget: cfg.memory_budget,
+        month_idle_timeout: cfg.month_idle_timeout,
         threads: cfg.threads,
         timezone: cfg.timezone,
         session_timeout: cfg.session_timeout,

@@ -469,6 +469,18 @@ async fn write_conflict_is_aborted() {
 async fn out_of_memory_is_resource_exhausted() {
     let server = Server::start(&["--memory-limit", "64MB"]);
     let mut c = server.client().await;
+    // A real month file, whose DuckDB gets the --memory-limit budget.
+    c.set_header("x-duckflock-month", "2026-07");
+    c.execute_update("CREATE TABLE m (v INTEGER)".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        query(&mut c, "SELECT current_setting('memory_limit')")
+            .await
+            .map(|b| b[0].column(0).as_string::<i32>().value(0).to_string())
+            .unwrap(),
+        "61.0 MiB", // 64 MB = 64,000,000 bytes
+    );
     // A single huge LIST value cannot spill.
     let err = query(&mut c, "SELECT list(i) FROM range(50000000) t(i)")
         .await
@@ -644,6 +656,11 @@ async fn results_stream_with_bounded_memory() {
     // ~2.2 GB of result data through a server limited to 128 MB of DuckDB memory.
     let server = Server::start(&["--memory-limit", "128MB", "--threads", "2"]);
     let mut c = server.client().await;
+    // A real month file, whose DuckDB gets the --memory-limit budget.
+    c.set_header("x-duckflock-month", "2026-07");
+    c.execute_update("CREATE TABLE m (v INTEGER)".into(), None)
+        .await
+        .unwrap();
     let sql = "SELECT i, repeat('x', 200) || i::VARCHAR AS payload FROM range(10000000) t(i)";
     let info = c.execute(sql.into(), None).await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -927,4 +944,36 @@ async fn unfetched_results_are_capped_oldest_first() {
         .await
         .unwrap();
     assert_eq!(rows(&b), 1_000_000);
+}
+
+/// DuckDB's `memory_limit` of the month a client is routed to, e.g. "1.5 GiB".
+async fn memory_limit_of(server: &Server, month: &str) -> String {
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", month);
+    let b = query(&mut c, "SELECT current_setting('memory_limit')")
+        .await
+        .unwrap();
+    b[0].column(0).as_string::<i32>().value(0).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_budget_is_shared_by_open_months_and_idle_months_close() {
+    let server = Server::start(&["--memory-limit", "3GiB", "--month-idle-timeout", "1"]);
+    let mut c = server.client().await;
+    for m in ["2024-01", "2024-02", "2024-03"] {
+        c.set_header("x-duckflock-month", m);
+        c.execute_update("CREATE TABLE IF NOT EXISTS b AS SELECT 1 AS v".into(), None)
+            .await
+            .unwrap();
+    }
+    // Three open month files share the budget.
+    assert_eq!(memory_limit_of(&server, "2024-01").await, "1.0 GiB");
+    // Once idle they close; the one in use then has it all...
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(memory_limit_of(&server, "2024-02").await, "3.0 GiB");
+    // ...and a closed month reopens on demand with its data.
+    c.set_header("x-duckflock-month", "2024-03");
+    let b = query(&mut c, "SELECT v FROM b").await.unwrap();
+    assert_eq!(rows(&b), 1);
+    assert_eq!(memory_limit_of(&server, "2024-03").await, "1.5 GiB");
 }

@@ -21,10 +21,10 @@ use super::{blocking, BatchStream, Engine};
 /// The months a `x-duckflock-months` value names that exist (in order,
 /// without repeats). Names that are not months are an error; months that do
 /// not exist yet hold no data and are skipped.
-fn select_months(engine: &Engine, spec: &str) -> EngineResult<Vec<Arc<Month>>> {
+fn select_months(engine: &Engine, spec: &str) -> EngineResult<Vec<MonthId>> {
     let spec = spec.trim();
     let months = if spec.eq_ignore_ascii_case("all") {
-        engine.months.list()
+        engine.months.ids()
     } else {
         let mut ids: Vec<MonthId> = Vec::new();
         for part in spec.split(',') {
@@ -34,7 +34,7 @@ fn select_months(engine: &Engine, spec: &str) -> EngineResult<Vec<Arc<Month>>> {
             }
         }
         ids.into_iter()
-            .filter_map(|id| engine.months.get(id))
+            .filter(|id| engine.months.exists(*id))
             .collect()
     };
     if months.is_empty() {
@@ -96,13 +96,17 @@ impl Engine {
         spec: &str,
         sql: &str,
     ) -> EngineResult<CrossMonthPlan> {
-        let months = select_months(self, spec)?;
+        let ids = select_months(self, spec)?;
         let sql = sql.to_string();
-        let probe = months.clone();
-        let (schemas, parameter_schema) = blocking(move || {
+        let me = Arc::clone(self);
+        let (months, schemas, parameter_schema) = blocking(move || {
+            let months: Vec<Arc<Month>> = ids
+                .into_iter()
+                .filter_map(|id| me.months.get(id).transpose())
+                .collect::<EngineResult<_>>()?;
             let mut schemas = Vec::new();
             let mut params = None;
-            for m in &probe {
+            for m in &months {
                 let (schema, p) = m
                     .primary()
                     .lease()?
@@ -126,7 +130,7 @@ impl Engine {
                 params.get_or_insert(p);
             }
             let params = params.unwrap_or_else(|| Arc::new(Schema::empty()));
-            Ok((schemas, params))
+            Ok((months, schemas, params))
         })
         .await?;
         Ok(CrossMonthPlan {

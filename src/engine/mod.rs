@@ -42,7 +42,10 @@ use state::{new_id, Parked, PreparedEntry, Session, State, Timeouts, Transaction
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    pub memory_limit: Option<String>,
+    /// Bytes of DuckDB memory shared by all open month files.
+    pub memory_budget: u64,
+    /// Idle time after which a month's files are closed.
+    pub month_idle_timeout: Duration,
     pub threads: Option<usize>,
     pub timezone: Tz,
     /// Idle time after which a session is closed and a transaction rolled back.
@@ -116,12 +119,12 @@ async fn blocking<T: Send + 'static>(
 impl Engine {
     pub fn open(cfg: EngineConfig) -> EngineResult<Arc<Engine>> {
         let opts = DbOptions {
-            memory_limit: cfg.memory_limit.clone(),
+            memory_limit: None,
             threads: cfg.threads,
             temp_directory: Some(cfg.data_dir.join(".tmp").to_string_lossy().into_owned()),
             read_only: false,
         };
-        let months = MonthRegistry::open(cfg.data_dir.clone(), opts)?;
+        let months = MonthRegistry::open(cfg.data_dir.clone(), opts, cfg.memory_budget)?;
         let keywords = catalog::keywords(months.void())?;
         let session_timeout = cfg.session_timeout;
         Ok(Arc::new(Engine {
@@ -141,8 +144,8 @@ impl Engine {
     /// results every few seconds until the engine is dropped.
     pub fn spawn_janitor(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
-        let period =
-            (self.timeouts.session / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let period = (self.timeouts.session.min(self.cfg.month_idle_timeout) / 2)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
@@ -152,6 +155,9 @@ impl Engine {
                 if n > 0 {
                     tracing::debug!(expired = n, "expired idle client state");
                 }
+                let idle = engine.cfg.month_idle_timeout;
+                let me = Arc::clone(&engine);
+                let _ = tokio::task::spawn_blocking(move || me.months.close_idle(idle)).await;
             }
         });
     }
@@ -161,7 +167,7 @@ impl Engine {
     }
 
     pub fn months(&self) -> Vec<MonthId> {
-        self.months.list().iter().map(|m| m.id).collect()
+        self.months.ids()
     }
 
     /// Checkpoints every primary (graceful shutdown).
@@ -216,7 +222,7 @@ impl Engine {
             t.last_used = Instant::now();
             return Ok((Lease::Shared(Arc::clone(&t.conn)), true));
         }
-        let month_obj = match self.months.get(month) {
+        let month_obj = match self.existing_month(month).await? {
             Some(m) => m,
             None => {
                 let writes = match sql {
@@ -609,14 +615,29 @@ impl Engine {
 
     // ----- metadata --------------------------------------------------------
 
+    /// The month if it exists, opened if needed.
+    async fn existing_month(
+        self: &Arc<Self>,
+        id: MonthId,
+    ) -> EngineResult<Option<Arc<months::Month>>> {
+        if let Some(m) = self.months.get_open(id) {
+            return Ok(Some(m));
+        }
+        if !self.months.exists(id) {
+            return Ok(None);
+        }
+        let me = Arc::clone(self);
+        blocking(move || me.months.get(id)).await
+    }
+
     /// Months matching an optional exact catalog name (an invalid name is an
     /// error, never a path).
-    fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<Arc<months::Month>>> {
+    fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<MonthId>> {
         match catalog {
-            None => Ok(self.months.list()),
+            None => Ok(self.months.ids()),
             Some(c) => {
                 let id: MonthId = c.parse()?;
-                Ok(self.months.get(id).into_iter().collect())
+                Ok(self.months.exists(id).then_some(id).into_iter().collect())
             }
         }
     }
@@ -628,10 +649,15 @@ impl Engine {
         catalog: Option<&str>,
         query: impl Fn(&crate::duck::Conn, &str) -> EngineResult<Vec<T>> + Send + 'static,
     ) -> EngineResult<Vec<T>> {
-        let months = self.months_for(catalog)?;
+        let ids = self.months_for(catalog)?;
+        let me = Arc::clone(self);
         blocking(move || {
             let mut out = Vec::new();
-            for m in months {
+            for m in ids
+                .into_iter()
+                .filter_map(|id| me.months.get(id).transpose())
+            {
+                let m = m?;
                 let name = m.id.to_string();
                 out.extend(m.primary().lease()?.with(|c| query(c, &name))?);
             }

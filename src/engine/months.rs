@@ -1,12 +1,14 @@
-//! The months registry: discovers `data/YYYY-MM/` folders at start-up,
-//! creates a month (folder + primary file) on its first write, and owns each
-//! month's nodes. Every node file is opened exactly once, here.
+//! The months registry: knows every `data/YYYY-MM/` folder, opens a month's
+//! files on first use and closes them when idle, creates a month on its first
+//! write, and shares one memory budget among the open files. Every node file
+//! is opened exactly once, here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::duck::DbOptions;
 
@@ -18,6 +20,10 @@ use super::node::Node;
 /// metadata calls hide it.
 pub const INTERNAL_SCHEMA: &str = "__duckflock";
 
+/// Memory of the scratch database that answers reads of months that do not
+/// exist yet (outside the budget of the month files).
+const VOID_MEMORY: &str = "64MB";
+
 pub struct Month {
     pub id: MonthId,
     /// `nodes[0]` is the primary; the rest are replicas.
@@ -28,21 +34,38 @@ impl Month {
     pub fn primary(&self) -> &Arc<Node> {
         &self.nodes[0]
     }
+
+    /// True when nothing outside the registry uses this month: no handle to
+    /// it, no lease of one of its nodes, no connection but idle pool ones.
+    fn unused(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1
+            && self
+                .nodes
+                .iter()
+                .all(|n| Arc::strong_count(n) == 1 && n.unused())
+    }
+}
+
+struct OpenMonth {
+    month: Arc<Month>,
+    last_used: Instant,
 }
 
 pub struct MonthRegistry {
     data_dir: PathBuf,
     opts: DbOptions,
-    months: RwLock<BTreeMap<MonthId, Arc<Month>>>,
-    /// Serialises month creation so a folder is created and opened once.
-    create_lock: parking_lot::Mutex<()>,
-    /// An empty in-memory database that answers reads on months that do not
-    /// exist yet (`SELECT 1` works; tables are simply not there).
+    /// Bytes of DuckDB memory shared by all open month files.
+    budget: u64,
+    known: RwLock<BTreeSet<MonthId>>,
+    open: Mutex<BTreeMap<MonthId, OpenMonth>>,
+    /// Serialises opening, creating and closing, so a file is opened once.
+    lifecycle: Mutex<()>,
     void: Arc<Node>,
 }
 
 impl MonthRegistry {
-    pub fn open(data_dir: PathBuf, opts: DbOptions) -> EngineResult<Self> {
+    /// Scans the data dir for months (without opening them).
+    pub fn open(data_dir: PathBuf, opts: DbOptions, budget: u64) -> EngineResult<Self> {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             EngineError::internal(format!(
                 "cannot create data dir {}: {e}",
@@ -50,46 +73,98 @@ impl MonthRegistry {
             ))
         })?;
         let void_opts = DbOptions {
-            memory_limit: Some("64MB".into()),
+            memory_limit: Some(VOID_MEMORY.into()),
             threads: opts.threads,
             temp_directory: None,
             read_only: false,
         };
         let void = Node::open(std::path::Path::new(":memory:"), &void_opts)?;
-        let reg = MonthRegistry {
-            data_dir,
-            opts,
-            months: RwLock::new(BTreeMap::new()),
-            create_lock: parking_lot::Mutex::new(()),
-            void,
-        };
-        reg.discover()?;
-        Ok(reg)
-    }
-
-    /// Opens every `YYYY-MM/node_0.db` under the data dir.
-    fn discover(&self) -> EngineResult<()> {
-        let entries = std::fs::read_dir(&self.data_dir)
+        let mut known = BTreeSet::new();
+        let entries = std::fs::read_dir(&data_dir)
             .map_err(|e| EngineError::internal(format!("cannot read data dir: {e}")))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(id) = name.parse::<MonthId>() else {
-                continue;
-            };
-            if entry.path().join("node_0.db").exists() {
-                let month = self.open_month(id)?;
-                self.months.write().insert(id, month);
-                tracing::info!(month = %id, "discovered month");
+            if let Ok(id) = name.parse::<MonthId>() {
+                if entry.path().join("node_0.db").exists() {
+                    known.insert(id);
+                }
             }
         }
-        Ok(())
+        tracing::info!(months = known.len(), "found months");
+        Ok(MonthRegistry {
+            data_dir,
+            opts,
+            budget,
+            known: RwLock::new(known),
+            open: Mutex::new(BTreeMap::new()),
+            lifecycle: Mutex::new(()),
+            void,
+        })
     }
 
-    fn open_month(&self, id: MonthId) -> EngineResult<Arc<Month>> {
+    /// Every month that exists, open or not.
+    pub fn ids(&self) -> Vec<MonthId> {
+        self.known.read().iter().copied().collect()
+    }
+
+    pub fn exists(&self, id: MonthId) -> bool {
+        self.known.read().contains(&id)
+    }
+
+    /// The month if it is open (no I/O).
+    pub fn get_open(&self, id: MonthId) -> Option<Arc<Month>> {
+        let mut open = self.open.lock();
+        let om = open.get_mut(&id)?;
+        om.last_used = Instant::now();
+        Some(Arc::clone(&om.month))
+    }
+
+    /// The month if it exists, opened if needed (blocking I/O).
+    pub fn get(&self, id: MonthId) -> EngineResult<Option<Arc<Month>>> {
+        if !self.exists(id) {
+            return Ok(None);
+        }
+        self.get_or_create(id).map(Some)
+    }
+
+    /// The month, opened, and created (folder and primary file) if it does
+    /// not exist yet (blocking I/O).
+    pub fn get_or_create(&self, id: MonthId) -> EngineResult<Arc<Month>> {
+        if let Some(m) = self.get_open(id) {
+            return Ok(m);
+        }
+        let _guard = self.lifecycle.lock();
+        if let Some(m) = self.get_open(id) {
+            return Ok(m);
+        }
+        let created = !self.exists(id);
+        let n_open = self.open.lock().len() as u64 + 1;
+        let month = self.open_month(id, self.budget / n_open)?;
+        self.known.write().insert(id);
+        {
+            let mut open = self.open.lock();
+            open.insert(
+                id,
+                OpenMonth {
+                    month: Arc::clone(&month),
+                    last_used: Instant::now(),
+                },
+            );
+            self.rebalance(&open);
+        }
+        tracing::info!(month = %id, created, "opened month");
+        Ok(month)
+    }
+
+    fn open_month(&self, id: MonthId, memory: u64) -> EngineResult<Arc<Month>> {
         let dir = self.data_dir.join(id.to_string());
         std::fs::create_dir_all(&dir)
             .map_err(|e| EngineError::internal(format!("cannot create {}: {e}", dir.display())))?;
-        let primary = Node::open(&dir.join("node_0.db"), &self.opts)?;
+        let opts = DbOptions {
+            memory_limit: Some(memory_setting(memory)),
+            ..self.opts.clone()
+        };
+        let primary = Node::open(&dir.join("node_0.db"), &opts)?;
         primary.connect()?.execute_batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
              CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -101,39 +176,69 @@ impl MonthRegistry {
         }))
     }
 
-    pub fn get(&self, id: MonthId) -> Option<Arc<Month>> {
-        self.months.read().get(&id).cloned()
+    /// Gives every open month file an equal share of the memory budget.
+    fn rebalance(&self, open: &BTreeMap<MonthId, OpenMonth>) {
+        let share = self.budget / (open.len().max(1) as u64);
+        let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(share));
+        for om in open.values() {
+            for node in &om.month.nodes {
+                if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
+                    tracing::warn!(month = %om.month.id, error = %e, "could not set memory_limit");
+                }
+            }
+        }
     }
 
-    /// The month, created (folder and primary file) if it does not exist.
-    pub fn get_or_create(&self, id: MonthId) -> EngineResult<Arc<Month>> {
-        if let Some(m) = self.get(id) {
-            return Ok(m);
+    /// Closes months idle for longer than `idle` that nothing uses. Returns
+    /// how many were closed.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let _guard = self.lifecycle.lock();
+        let closed: Vec<OpenMonth> = {
+            let mut open = self.open.lock();
+            let now = Instant::now();
+            let ids: Vec<MonthId> = open
+                .iter()
+                .filter(|(_, om)| now.duration_since(om.last_used) >= idle)
+                .filter(|(_, om)| {
+                    om.month.nodes.iter().for_each(|n| n.drop_idle());
+                    om.month.unused()
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            let closed = ids.iter().filter_map(|id| open.remove(id)).collect();
+            if !ids.is_empty() {
+                self.rebalance(&open);
+            }
+            closed
+        };
+        for om in &closed {
+            tracing::info!(month = %om.month.id, "closed idle month");
         }
-        let _guard = self.create_lock.lock();
-        if let Some(m) = self.get(id) {
-            return Ok(m);
-        }
-        let month = self.open_month(id)?;
-        self.months.write().insert(id, Arc::clone(&month));
-        tracing::info!(month = %id, "created month");
-        Ok(month)
-    }
-
-    pub fn list(&self) -> Vec<Arc<Month>> {
-        self.months.read().values().cloned().collect()
+        closed.len()
     }
 
     pub fn void(&self) -> &Arc<Node> {
         &self.void
     }
 
-    /// Checkpoints every primary (graceful shutdown).
+    /// Checkpoints every open primary (graceful shutdown; closed months were
+    /// checkpointed when DuckDB closed them).
     pub fn checkpoint_all(&self) {
-        for m in self.list() {
+        let open: Vec<Arc<Month>> = self
+            .open
+            .lock()
+            .values()
+            .map(|om| Arc::clone(&om.month))
+            .collect();
+        for m in open {
             if let Err(e) = m.primary().checkpoint() {
                 tracing::warn!(month = %m.id, error = %e, "checkpoint failed");
             }
         }
     }
+}
+
+/// A byte count as a DuckDB memory setting (at least 16 MiB).
+fn memory_setting(bytes: u64) -> String {
+    format!("{}MiB", (bytes >> 20).max(16))
 }

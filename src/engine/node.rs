@@ -45,6 +45,17 @@ impl Node {
         Ok(self.db.connect()?)
     }
 
+    /// Closes the pooled idle connections.
+    pub fn drop_idle(&self) {
+        self.idle.lock().clear();
+    }
+
+    /// True when no connection to this file is in use (idle pool ones aside).
+    pub fn unused(&self) -> bool {
+        let idle = self.idle.lock();
+        Arc::strong_count(&self.db) == 1 + idle.len()
+    }
+
     fn give_back(&self, conn: Conn) {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
