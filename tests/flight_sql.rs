@@ -977,3 +977,101 @@ async fn memory_budget_is_shared_by_open_months_and_idle_months_close() {
     assert_eq!(rows(&b), 1);
     assert_eq!(memory_limit_of(&server, "2024-03").await, "1.5 GiB");
 }
+
+async fn action_json(
+    c: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    name: &str,
+    body: &str,
+) -> Result<serde_json::Value, arrow_flight::error::FlightError> {
+    let results: Vec<arrow_flight::Result> = c
+        .do_action(Action {
+            r#type: name.into(),
+            body: body.as_bytes().to_vec().into(),
+        })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(serde_json::from_slice(&results[0].body).expect("JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_actions_list_create_and_report_months() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    let listed: Vec<arrow_flight::ActionType> = c
+        .inner_mut()
+        .list_actions(arrow_flight::Empty {})
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.iter().map(|a| a.r#type.as_str()).collect();
+    for want in [
+        "list_months",
+        "create_month",
+        "node_status",
+        "SetSessionOptions",
+        "BeginTransaction",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+
+    assert_eq!(
+        action_json(&mut c, "list_months", "{}").await.unwrap()["months"],
+        serde_json::json!([])
+    );
+    let st = action_json(&mut c, "create_month", r#"{"month": "2026-03"}"#)
+        .await
+        .unwrap();
+    assert_eq!(st["month"], "2026-03");
+    assert_eq!(st["nodes"][0]["role"], "primary");
+    assert_eq!(st["nodes"][0]["healthy"], true);
+    assert!(st["nodes"][0]["size_bytes"].as_u64().unwrap() > 0);
+    assert!(server.data_dir.join("2026-03").join("node_0.db").exists());
+    // Idempotent, and listed.
+    action_json(&mut c, "create_month", r#"{"month": "2026-03"}"#)
+        .await
+        .unwrap();
+    action_json(&mut c, "create_month", r#"{"month": "2026-01"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        action_json(&mut c, "list_months", "").await.unwrap()["months"],
+        serde_json::json!(["2026-01", "2026-03"])
+    );
+
+    let all = action_json(&mut c, "node_status", "{}").await.unwrap();
+    assert_eq!(all["months"].as_array().unwrap().len(), 2);
+    let one = action_json(&mut c, "node_status", r#"{"month": "2026-01"}"#)
+        .await
+        .unwrap();
+    assert_eq!(one["months"][0]["month"], "2026-01");
+
+    for (name, body, want) in [
+        (
+            "create_month",
+            r#"{"month": "2026-13"}"#,
+            Code::InvalidArgument,
+        ),
+        (
+            "create_month",
+            r#"{"month": "../x"}"#,
+            Code::InvalidArgument,
+        ),
+        ("create_month", "{}", Code::InvalidArgument),
+        ("create_month", "not json", Code::InvalidArgument),
+        ("node_status", r#"{"month": "2020-01"}"#, Code::NotFound),
+        (
+            "node_status",
+            r#"{"moth": "2026-01"}"#,
+            Code::InvalidArgument,
+        ),
+        ("no_such_action", "{}", Code::InvalidArgument),
+    ] {
+        let err = action_json(&mut c, name, body).await.unwrap_err();
+        assert_eq!(code(&err), want, "{name} {body}: {err}");
+    }
+    assert!(!server.data_dir.join("2026-13").exists());
+}

@@ -6,6 +6,7 @@
 //! primary; a month that does not exist yet is created by its first write,
 //! and reads on it are answered by an empty scratch database.
 
+mod admin;
 mod catalog;
 mod classify;
 mod cross_month;
@@ -26,6 +27,7 @@ use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+pub use admin::{MonthStatus, NodeStatus};
 pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};

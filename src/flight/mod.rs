@@ -173,6 +173,28 @@ fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>
     ))
 }
 
+/// The JSON body of an admin action (`{}` or empty allowed).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MonthBody {
+    month: Option<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))
+}
+
+fn json_result(
+    value: &impl serde::Serialize,
+) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(encode_action_result(bytes)))
+}
+
 fn encode_action_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
     Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result {
         body: bytes.into(),
@@ -656,6 +678,9 @@ impl FlightSqlService for DuckFlightSql {
             ),
             a("GetSessionOptions", "Get session options"),
             a("CloseSession", "Close the session"),
+            a("list_months", "JSON {} -> {\"months\": [\"YYYY-MM\", ...]}"),
+            a("create_month", "JSON {\"month\": \"YYYY-MM\"} -> the month's node status"),
+            a("node_status", "JSON {\"month\": \"YYYY-MM\"} (optional) -> per month, per node: id, role, path, healthy, size_bytes"),
         ])
     }
 
@@ -715,6 +740,28 @@ impl FlightSqlService for DuckFlightSql {
                     status: if closed { 1 } else { 3 },
                 };
                 Ok(Response::new(encode_action_result(result.encode_to_vec())))
+            }
+            "list_months" => {
+                let months: Vec<String> =
+                    self.engine.months().iter().map(|m| m.to_string()).collect();
+                json_result(&serde_json::json!({ "months": months }))
+            }
+            "create_month" => {
+                let body: MonthBody = json_body(&action.body)?;
+                let month = body.month.ok_or_else(|| {
+                    Status::invalid_argument("create_month needs {\"month\": \"YYYY-MM\"}")
+                })?;
+                let status = self.engine.create_month(&month).await.map_err(to_status)?;
+                json_result(&status)
+            }
+            "node_status" => {
+                let body: MonthBody = json_body(&action.body)?;
+                let status = self
+                    .engine
+                    .node_status(body.month.as_deref())
+                    .await
+                    .map_err(to_status)?;
+                json_result(&serde_json::json!({ "months": status }))
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown action '{other}'"
