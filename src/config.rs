@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Time zone that decides the default (current) month [default: UTC].
     #[arg(long, env = "DUCKFLOCK_TIMEZONE")]
     pub timezone: Option<String>,
+    /// Seconds a statement may run, streaming included; 0 = no limit
+    /// [default: 0].
+    #[arg(long, env = "DUCKFLOCK_QUERY_TIMEOUT")]
+    pub query_timeout: Option<u64>,
     /// Seconds a month's files stay open without use [default: 600].
     #[arg(long, env = "DUCKFLOCK_MONTH_IDLE_TIMEOUT")]
     pub month_idle_timeout: Option<u64>,
@@ -68,6 +72,7 @@ pub struct ServeConfig {
     /// Bytes of DuckDB memory for all open month files together.
     pub memory_budget: u64,
     pub month_idle_timeout: std::time::Duration,
+    pub query_timeout: Option<std::time::Duration>,
     pub threads: Option<usize>,
     pub timezone: chrono_tz::Tz,
     pub session_timeout: std::time::Duration,
@@ -101,6 +106,10 @@ impl ServeArgs {
             memory_budget: match self.memory_limit.or(file.memory_limit) {
                 Some(s) => parse_size(&s)?,
                 None => physical_memory()? / 10 * 8,
+            },
+            query_timeout: match self.query_timeout.or(file.query_timeout).unwrap_or(0) {
+                0 => None,
+                s => Some(std::time::Duration::from_secs(s)),
             },
             month_idle_timeout: std::time::Duration::from_secs(
                 self.month_idle_timeout

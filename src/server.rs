@@ -17,6 +17,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.clone(),
         memory_budget: cfg.memory_budget,
         month_idle_timeout: cfg.month_idle_timeout,
+        query_timeout: cfg.query_timeout,
         threads: cfg.threads,
         timezone: cfg.timezone,
         session_timeout: cfg.session_timeout,

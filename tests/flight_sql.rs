@@ -1075,3 +1075,35 @@ async fn admin_actions_list_create_and_report_months() {
     }
     assert!(!server.data_dir.join("2026-13").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_timeout_stops_runaway_statements_only() {
+    let server = Server::start(&["--query-timeout", "2"]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-08");
+    c.execute_update(
+        "CREATE TABLE q AS SELECT range AS i FROM range(1000)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    // A statement that would run for minutes is interrupted.
+    let err = query(&mut c, "SELECT count(*) FROM range(100000000000) a")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    assert!(err.to_string().contains("query timeout"), "{err}");
+    let err = c
+        .execute_update(
+            "INSERT INTO q SELECT count(*) FROM range(100000000000)".into(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Code::DeadlineExceeded, "{err}");
+    // The connections those statements used go on working, unaffected.
+    for _ in 0..40 {
+        let b = query(&mut c, "SELECT count(*) FROM q").await.unwrap();
+        assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
+    }
+}

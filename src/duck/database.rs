@@ -253,3 +253,30 @@ impl Drop for Script {
         unsafe { ffi::duckdb_destroy_extracted(&mut self.raw) };
     }
 }
+
+/// Interrupts the query running on a connection, from another thread.
+#[derive(Clone, Copy)]
+pub struct InterruptHandle {
+    raw: ffi::duckdb_connection,
+}
+
+// SAFETY: duckdb_interrupt is meant to be called from another thread; the
+// handle is only used while its connection is alive (see `interrupt`).
+unsafe impl Send for InterruptHandle {}
+unsafe impl Sync for InterruptHandle {}
+
+impl InterruptHandle {
+    /// # Safety
+    /// The connection this handle came from must still be open.
+    pub unsafe fn interrupt(&self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { ffi::duckdb_interrupt(self.raw) };
+    }
+}
+
+impl Conn {
+    /// A handle that can interrupt this connection's running query.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle { raw: self.raw }
+    }
+}

@@ -11,7 +11,7 @@ mod params;
 mod result;
 mod statement;
 
-pub use database::{Conn, Database, DbOptions};
+pub use database::{Conn, Database, DbOptions, InterruptHandle};
 pub use error::{DuckError, DuckErrorKind};
 pub use params::bind_row;
 pub use result::QueryResult;

@@ -152,6 +152,8 @@ impl Engine {
         let unified = Arc::clone(&plan.schema);
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let sql = sql.to_string();
+        // One deadline for the whole cross-month statement.
+        let deadline = self.deadline();
         tokio::spawn(async move {
             for m in plan.months {
                 let month = m.id.to_string();
@@ -163,7 +165,7 @@ impl Engine {
                     }
                 };
                 let (schema_rx, mut inner) =
-                    exec::spawn_stream(lease, sql.clone(), params.clone(), false);
+                    exec::spawn_stream(lease, sql.clone(), params.clone(), false, deadline.clone());
                 match schema_rx.await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {

@@ -13,6 +13,7 @@ pub enum ErrorClass {
     ResourceExhausted,
     PermissionDenied,
     Cancelled,
+    DeadlineExceeded,
     Unavailable,
     Internal,
 }

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::duck::{bind_row, Conn, Prepared};
 
 use super::classify::{classify, refuse, StatementKind};
+use super::deadline::Deadline;
 use super::error::{EngineError, EngineResult};
 use super::node::Lease;
 
@@ -119,12 +120,13 @@ fn bind(stmt: &mut Prepared<'_>, row: Option<(&RecordBatch, usize)>) -> EngineRe
 
 /// Starts a streaming execution on a blocking thread. The schema arrives
 /// first (or the error), then batches; the thread stops when the receiver
-/// is dropped.
+/// is dropped, or when `deadline` passes.
 pub fn spawn_stream(
     mut lease: Lease,
     sql: String,
     params: Vec<RecordBatch>,
     allow_write: bool,
+    deadline: Option<Deadline>,
 ) -> (
     oneshot::Receiver<EngineResult<SchemaRef>>,
     mpsc::Receiver<EngineResult<RecordBatch>>,
@@ -133,29 +135,10 @@ pub fn spawn_stream(
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
         let mut schema_tx = Some(schema_tx);
-        let outcome = lease.with(|conn| -> EngineResult<()> {
-            let (mut stmt, _) = prepare_script(conn, &sql, allow_write)?;
-            for row in param_rows(&params) {
-                bind(&mut stmt, row)?;
-                let mut res = stmt.execute_streaming()?;
-                if let Some(s) = schema_tx.take() {
-                    let _ = s.send(Ok(res.schema()));
-                }
-                let mut out = Coalescer::default();
-                while let Some(batch) = res.next_batch()? {
-                    if let Some(ready) = out.push(batch)? {
-                        if tx.blocking_send(Ok(ready)).is_err() {
-                            return Ok(()); // client went away
-                        }
-                    }
-                }
-                if let Some(rest) = out.finish()? {
-                    if tx.blocking_send(Ok(rest)).is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            Ok(())
+        let outcome = lease.with(|conn| {
+            Deadline::run(deadline.as_ref(), conn, |conn| {
+                stream_into(conn, &sql, &params, allow_write, &mut schema_tx, &tx)
+            })
         });
         if let Err(e) = outcome {
             match schema_tx.take() {
@@ -169,6 +152,39 @@ pub fn spawn_stream(
         }
     });
     (schema_rx, rx)
+}
+
+/// Runs the statement and sends its schema, then its batches.
+fn stream_into(
+    conn: &Conn,
+    sql: &str,
+    params: &[RecordBatch],
+    allow_write: bool,
+    schema_tx: &mut Option<oneshot::Sender<EngineResult<SchemaRef>>>,
+    tx: &mpsc::Sender<EngineResult<RecordBatch>>,
+) -> EngineResult<()> {
+    let (mut stmt, _) = prepare_script(conn, sql, allow_write)?;
+    for row in param_rows(params) {
+        bind(&mut stmt, row)?;
+        let mut res = stmt.execute_streaming()?;
+        if let Some(s) = schema_tx.take() {
+            let _ = s.send(Ok(res.schema()));
+        }
+        let mut out = Coalescer::default();
+        while let Some(batch) = res.next_batch()? {
+            if let Some(ready) = out.push(batch)? {
+                if tx.blocking_send(Ok(ready)).is_err() {
+                    return Ok(()); // client went away
+                }
+            }
+        }
+        if let Some(rest) = out.finish()? {
+            if tx.blocking_send(Ok(rest)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs a script and collects the last statement's result (for writes sent

@@ -10,6 +10,7 @@ mod admin;
 mod catalog;
 mod classify;
 mod cross_month;
+mod deadline;
 mod error;
 mod exec;
 mod month;
@@ -36,6 +37,7 @@ pub use months::INTERNAL_SCHEMA;
 
 use crate::duck::DbOptions;
 use classify::classify;
+use deadline::Deadline;
 use months::MonthRegistry;
 use node::Lease;
 use state::{new_id, Parked, PreparedEntry, Session, State, Timeouts, Transaction};
@@ -50,6 +52,8 @@ pub struct EngineConfig {
     pub month_idle_timeout: Duration,
     pub threads: Option<usize>,
     pub timezone: Tz,
+    /// Longest a statement may run or stream (`None`: no limit).
+    pub query_timeout: Option<Duration>,
     /// Idle time after which a session is closed and a transaction rolled back.
     pub session_timeout: Duration,
 }
@@ -140,6 +144,12 @@ impl Engine {
             },
             keywords,
         }))
+    }
+
+    /// A deadline for one statement per `--query-timeout` (must be called
+    /// on the runtime: it starts a timer task).
+    fn deadline(&self) -> Option<Deadline> {
+        Deadline::start(self.cfg.query_timeout)
     }
 
     /// Expires idle sessions, transactions, prepared statements and parked
@@ -335,7 +345,8 @@ impl Engine {
         }
         let month = self.resolve_month(ctx)?;
         let (lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
-        let (schema_rx, rx) = exec::spawn_stream(lease, sql.to_string(), params, true);
+        let (schema_rx, rx) =
+            exec::spawn_stream(lease, sql.to_string(), params, true, self.deadline());
         let schema = schema_rx
             .await
             .map_err(|_| EngineError::internal("execution ended without a result"))??;
@@ -358,7 +369,15 @@ impl Engine {
         let month = self.resolve_month(ctx)?;
         let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
         let sql = sql.to_string();
-        blocking(move || lease.with(|conn| exec::run_update(conn, &sql, &params, in_txn))).await
+        let deadline = self.deadline();
+        blocking(move || {
+            lease.with(|conn| {
+                Deadline::run(deadline.as_ref(), conn, |conn| {
+                    exec::run_update(conn, &sql, &params, in_txn)
+                })
+            })
+        })
+        .await
     }
 
     // ----- prepared statements ---------------------------------------------
@@ -485,9 +504,15 @@ impl Engine {
         }
         let month = self.resolve_month(&call)?;
         let (mut lease, in_txn) = self.lease_for(&call, month, Some(&sql)).await?;
-        let (schema, head) =
-            blocking(move || lease.with(|conn| exec::run_collect(conn, &sql, &params, in_txn)))
-                .await?;
+        let deadline = self.deadline();
+        let (schema, head) = blocking(move || {
+            lease.with(|conn| {
+                Deadline::run(deadline.as_ref(), conn, |conn| {
+                    exec::run_collect(conn, &sql, &params, in_txn)
+                })
+            })
+        })
+        .await?;
         Ok(self.park(BatchStream {
             schema,
             head,

@@ -14,6 +14,7 @@ pub fn to_status(e: EngineError) -> Status {
         ErrorClass::ResourceExhausted => Code::ResourceExhausted,
         ErrorClass::PermissionDenied => Code::PermissionDenied,
         ErrorClass::Cancelled => Code::Cancelled,
+        ErrorClass::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorClass::Unavailable => Code::Unavailable,
         ErrorClass::Internal => Code::Internal,
     };
