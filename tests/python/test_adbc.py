@@ -51,6 +51,9 @@ TYPES = [
     ("ENUM('red', 'green')", "'green'"),
     ("STRUCT(a INTEGER, b VARCHAR)[]", "[{'a': 1, 'b': NULL}, NULL]"),
     ("MAP(INTEGER, VARCHAR[])", "MAP {1: ['x'], 2: []}"),
+    ("TIMETZ", "'12:34:56.123456+02:30'"),
+    ("INTEGER[][]", "[[1, 2], [], NULL, [3]]"),
+    ("JSON", "'{\"a\": [1, 2]}'"),
     ("INTEGER", "NULL"),
     ("VARCHAR", "NULL"),
 ]
