@@ -157,6 +157,26 @@ fn logical_type(dt: &DataType) -> DuckResult<LogicalType> {
             let v = logical_type(kv[1].data_type())?;
             LogicalType(unsafe { ffi::duckdb_create_map_type(k.0, v.0) })
         }
+        Union(fields, _) => {
+            let children: Vec<LogicalType> = fields
+                .iter()
+                .map(|(_, f)| logical_type(f.data_type()))
+                .collect::<DuckResult<_>>()?;
+            let names: Vec<CString> = fields
+                .iter()
+                .map(|(_, f)| CString::new(f.name().as_str()).unwrap_or_default())
+                .collect();
+            let mut child_ptrs: Vec<_> = children.iter().map(|c| c.0).collect();
+            let mut name_ptrs: Vec<_> = names.iter().map(|n| n.as_ptr()).collect();
+            // SAFETY: arrays of equal length; DuckDB copies them.
+            LogicalType(unsafe {
+                ffi::duckdb_create_union_type(
+                    child_ptrs.as_mut_ptr(),
+                    name_ptrs.as_mut_ptr(),
+                    fields.len() as u64,
+                )
+            })
+        }
         Dictionary(_, values) => logical_type(values)?,
         _ => return Err(unsupported(dt)),
     })
@@ -365,6 +385,20 @@ fn value_at(arr: &dyn Array, row: usize) -> DuckResult<Value> {
                     vp.as_mut_ptr(),
                     kp.len() as u64,
                 )
+            }
+            Union(fields, _) => {
+                let u = arr
+                    .as_any()
+                    .downcast_ref::<UnionArray>()
+                    .ok_or_else(|| unsupported(dt))?;
+                let type_id = u.type_id(row);
+                let tag = fields
+                    .iter()
+                    .position(|(id, _)| id == type_id)
+                    .ok_or_else(|| unsupported(dt))?;
+                let member = value_at(u.child(type_id).as_ref(), u.value_offset(row))?;
+                let ty = logical_type(dt)?;
+                ffi::duckdb_create_union_value(ty.0, tag as u64, member.0)
             }
             Dictionary(_, _) => {
                 let d = arr.as_any_dictionary();

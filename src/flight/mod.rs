@@ -8,7 +8,7 @@ mod status;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
@@ -99,13 +99,40 @@ fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
     }
 }
 
+/// The schema as the Flight encoder sends it: arrow-flight rebuilds union
+/// fields as non-nullable (`Field::new_union`), so FlightInfo and prepared
+/// statements must describe them that way too, or clients (the Go driver)
+/// reject the stream as inconsistent.
+fn as_sent(schema: &Schema) -> Schema {
+    fn field(f: &Field) -> Field {
+        let dt = match f.data_type() {
+            DataType::Struct(fs) => DataType::Struct(fs.iter().map(|c| field(c)).collect()),
+            DataType::List(c) => DataType::List(Arc::new(field(c))),
+            DataType::LargeList(c) => DataType::LargeList(Arc::new(field(c))),
+            DataType::FixedSizeList(c, n) => DataType::FixedSizeList(Arc::new(field(c)), *n),
+            DataType::Map(c, sorted) => DataType::Map(Arc::new(field(c)), *sorted),
+            DataType::Union(fs, mode) => {
+                let (ids, children): (Vec<i8>, Vec<Field>) =
+                    fs.iter().map(|(id, c)| (id, field(c))).unzip();
+                return Field::new_union(f.name(), ids, children, *mode);
+            }
+            other => other.clone(),
+        };
+        f.clone().with_data_type(dt)
+    }
+    Schema::new_with_metadata(
+        schema.fields().iter().map(|f| field(f)).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
+}
+
 fn flight_info(
     schema: &SchemaRef,
     ticket: Vec<u8>,
     descriptor: FlightDescriptor,
 ) -> Result<Response<FlightInfo>, Status> {
     let info = FlightInfo::new()
-        .try_with_schema(schema)
+        .try_with_schema(&as_sent(schema))
         .map_err(arrow_status)?
         .with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
             ticket: ticket.into(),
@@ -278,7 +305,7 @@ impl FlightSqlService for DuckFlightSql {
         };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: info.handle.into_bytes().into(),
-            dataset_schema: schema_bytes(&info.dataset_schema)?,
+            dataset_schema: schema_bytes(&Arc::new(as_sent(&info.dataset_schema)))?,
             parameter_schema: schema_bytes(&info.parameter_schema)?,
         })
     }

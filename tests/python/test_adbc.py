@@ -52,6 +52,7 @@ TYPES = [
     ("STRUCT(a INTEGER, b VARCHAR)[]", "[{'a': 1, 'b': NULL}, NULL]"),
     ("MAP(INTEGER, VARCHAR[])", "MAP {1: ['x'], 2: []}"),
     ("TIMETZ", "'12:34:56.123456+02:30'"),
+    ("UNION(n INTEGER, s VARCHAR)", "'text'"),
     ("INTEGER[][]", "[[1, 2], [], NULL, [3]]"),
     ("JSON", "'{\"a\": [1, 2]}'"),
     ("INTEGER", "NULL"),
