@@ -1107,3 +1107,86 @@ async fn query_timeout_stops_runaway_statements_only() {
         assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_name_the_node_that_served_them() {
+    let server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-09");
+    c.execute_update("CREATE TABLE n AS SELECT 1 AS v".into(), None)
+        .await
+        .unwrap();
+    // On GetFlightInfo (where execution starts)...
+    use arrow_flight::sql::ProstMessageExt;
+    let cmd = arrow_flight::sql::CommandStatementQuery {
+        query: "SELECT * FROM n".into(),
+        transaction_id: None,
+    };
+    let mut req = tonic::Request::new(arrow_flight::FlightDescriptor::new_cmd(
+        cmd.as_any().encode_to_vec(),
+    ));
+    req.metadata_mut()
+        .insert("x-duckflock-month", "2026-09".parse().unwrap());
+    let resp = c.inner_mut().get_flight_info(req).await.unwrap();
+    assert_eq!(
+        resp.metadata()
+            .get("x-duckflock-node")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "2026-09/node_0"
+    );
+    // ...and on DoGet.
+    let info = c.execute("SELECT * FROM n".into(), None).await.unwrap();
+    let stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        stream
+            .headers()
+            .get("x-duckflock-node")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "2026-09/node_0"
+    );
+    // A month that does not exist yet is answered by the scratch database.
+    let mut s = server.client().await;
+    s.set_header("x-duckflock-month", "1999-01");
+    let info = s.execute("SELECT 1".into(), None).await.unwrap();
+    let stream = s
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        stream
+            .headers()
+            .get("x-duckflock-node")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "scratch"
+    );
+    // Cross-month reads name every node.
+    c.set_header("x-duckflock-month", "2026-10");
+    c.execute_update("CREATE TABLE n AS SELECT 2 AS v".into(), None)
+        .await
+        .unwrap();
+    let mut x = server.client().await;
+    x.set_header("x-duckflock-months", "all");
+    let info = x.execute("SELECT * FROM n".into(), None).await.unwrap();
+    let stream = x
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        stream
+            .headers()
+            .get("x-duckflock-node")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "2026-09/node_0,2026-10/node_0"
+    );
+}

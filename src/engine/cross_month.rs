@@ -150,6 +150,12 @@ impl Engine {
     ) -> EngineResult<BatchStream> {
         let plan = self.plan_cross_month(spec, sql).await?;
         let unified = Arc::clone(&plan.schema);
+        let nodes = plan
+            .months
+            .iter()
+            .map(|m| format!("{}/node_0", m.id))
+            .collect::<Vec<_>>()
+            .join(",");
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let sql = sql.to_string();
         // One deadline for the whole cross-month statement.
@@ -197,6 +203,6 @@ impl Engine {
                 }
             }
         });
-        super::first_batch(plan.schema, rx).await
+        super::first_batch(plan.schema, rx, nodes).await
     }
 }

@@ -77,12 +77,29 @@ pub struct CallContext {
 pub struct Planned {
     pub id: String,
     pub schema: SchemaRef,
+    /// The node(s) that answered (see [`BatchStream::node`]).
+    pub node: String,
+}
+
+/// Name reported for the empty scratch database that answers reads of
+/// months that do not exist yet.
+pub const SCRATCH_NODE: &str = "scratch";
+
+/// Where a statement runs: the connection, whether it is inside a Flight SQL
+/// transaction, and the node's name.
+struct Routed {
+    lease: Lease,
+    in_txn: bool,
+    node: String,
 }
 
 /// A result leaving DuckDB: the batches already produced (`head`), then the
 /// rest as DuckDB produces them (`rest`, fed through a bounded channel).
 pub struct BatchStream {
     pub schema: SchemaRef,
+    /// The node(s) that answered, e.g. `2026-01/node_0` (for the
+    /// `x-duckflock-node` header).
+    pub node: String,
     pub head: Vec<RecordBatch>,
     pub rest: Option<mpsc::Receiver<EngineResult<RecordBatch>>>,
 }
@@ -223,7 +240,8 @@ impl Engine {
         ctx: &CallContext,
         month: MonthId,
         sql: Option<&str>,
-    ) -> EngineResult<(Lease, bool)> {
+    ) -> EngineResult<Routed> {
+        let primary = format!("{month}/node_0");
         if let Some(txn) = &ctx.transaction {
             let mut txns = self.state.transactions.lock();
             let t = txns.get_mut(txn).ok_or_else(|| {
@@ -232,7 +250,11 @@ impl Engine {
                 ))
             })?;
             t.last_used = Instant::now();
-            return Ok((Lease::Shared(Arc::clone(&t.conn)), true));
+            return Ok(Routed {
+                lease: Lease::Shared(Arc::clone(&t.conn)),
+                in_txn: true,
+                node: format!("{}/node_0", t.month),
+            });
         }
         let month_obj = match self.existing_month(month).await? {
             Some(m) => m,
@@ -250,7 +272,11 @@ impl Engine {
                     None => false,
                 };
                 if !writes {
-                    return Ok((self.months.void().lease()?, false));
+                    return Ok(Routed {
+                        lease: self.months.void().lease()?,
+                        in_txn: false,
+                        node: SCRATCH_NODE.to_string(),
+                    });
                 }
                 let me = Arc::clone(self);
                 blocking(move || me.months.get_or_create(month)).await?
@@ -260,15 +286,26 @@ impl Engine {
             let mut sessions = self.state.sessions.lock();
             if let Some(s) = sessions.get_mut(sid) {
                 s.last_used = Instant::now();
-                if let Some(c) = s.conns.get(&month) {
-                    return Ok((Lease::Shared(Arc::clone(c)), false));
-                }
-                let conn = Arc::new(Mutex::new(month_obj.primary().connect()?));
-                s.conns.insert(month, Arc::clone(&conn));
-                return Ok((Lease::Shared(conn), false));
+                let conn = match s.conns.get(&month) {
+                    Some(c) => Arc::clone(c),
+                    None => {
+                        let conn = Arc::new(Mutex::new(month_obj.primary().connect()?));
+                        s.conns.insert(month, Arc::clone(&conn));
+                        conn
+                    }
+                };
+                return Ok(Routed {
+                    lease: Lease::Shared(conn),
+                    in_txn: false,
+                    node: primary,
+                });
             }
         }
-        Ok((month_obj.primary().lease()?, false))
+        Ok(Routed {
+            lease: month_obj.primary().lease()?,
+            in_txn: false,
+            node: primary,
+        })
     }
 
     // ----- statements ------------------------------------------------------
@@ -289,6 +326,7 @@ impl Engine {
     fn park(&self, stream: BatchStream) -> Planned {
         let id = new_id();
         let schema = Arc::clone(&stream.schema);
+        let node = stream.node.clone();
         let evicted = {
             let mut parked = self.state.parked.lock();
             parked.insert(
@@ -312,7 +350,7 @@ impl Engine {
             oldest.and_then(|k| parked.remove(&k))
         };
         drop(evicted); // outside the lock: dropping stops the producer
-        Planned { id, schema }
+        Planned { id, schema, node }
     }
 
     /// Takes a parked result (each can be fetched once).
@@ -344,13 +382,13 @@ impl Engine {
             return self.stream_cross_month(spec, sql, params).await;
         }
         let month = self.resolve_month(ctx)?;
-        let (lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
+        let routed = self.lease_for(ctx, month, Some(sql)).await?;
         let (schema_rx, rx) =
-            exec::spawn_stream(lease, sql.to_string(), params, true, self.deadline());
+            exec::spawn_stream(routed.lease, sql.to_string(), params, true, self.deadline());
         let schema = schema_rx
             .await
             .map_err(|_| EngineError::internal("execution ended without a result"))??;
-        first_batch(schema, rx).await
+        first_batch(schema, rx, routed.node).await
     }
 
     /// Executes a statement for its affected-row count. Many parameter rows
@@ -367,7 +405,9 @@ impl Engine {
             ));
         }
         let month = self.resolve_month(ctx)?;
-        let (mut lease, in_txn) = self.lease_for(ctx, month, Some(sql)).await?;
+        let Routed {
+            mut lease, in_txn, ..
+        } = self.lease_for(ctx, month, Some(sql)).await?;
         let sql = sql.to_string();
         let deadline = self.deadline();
         blocking(move || {
@@ -399,7 +439,7 @@ impl Engine {
                 plan.parameter_schema,
             ));
         }
-        let (mut lease, _) = self.lease_for(ctx, month, Some(sql)).await?;
+        let mut lease = self.lease_for(ctx, month, Some(sql)).await?.lease;
         let sql_owned = sql.to_string();
         let (kind, dataset_schema, parameter_schema) = blocking(move || {
             lease.with(|conn| {
@@ -503,7 +543,11 @@ impl Engine {
             return Ok(self.park(stream));
         }
         let month = self.resolve_month(&call)?;
-        let (mut lease, in_txn) = self.lease_for(&call, month, Some(&sql)).await?;
+        let Routed {
+            mut lease,
+            in_txn,
+            node,
+        } = self.lease_for(&call, month, Some(&sql)).await?;
         let deadline = self.deadline();
         let (schema, head) = blocking(move || {
             lease.with(|conn| {
@@ -517,6 +561,7 @@ impl Engine {
             schema,
             head,
             rest: None,
+            node,
         }))
     }
 
@@ -738,16 +783,19 @@ impl Engine {
 async fn first_batch(
     schema: SchemaRef,
     mut rx: mpsc::Receiver<EngineResult<RecordBatch>>,
+    node: String,
 ) -> EngineResult<BatchStream> {
     Ok(match rx.recv().await {
         Some(Ok(first)) => BatchStream {
             schema,
+            node,
             head: vec![first],
             rest: Some(rx),
         },
         Some(Err(e)) => return Err(e),
         None => BatchStream {
             schema,
+            node,
             head: Vec::new(),
             rest: None,
         },

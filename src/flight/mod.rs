@@ -43,6 +43,8 @@ pub use arrow_flight::flight_service_server::FlightServiceServer;
 
 /// Header choosing the month of a call.
 pub const MONTH_HEADER: &str = "x-duckflock-month";
+/// Response header naming the node(s) that served a read.
+pub const NODE_HEADER: &str = "x-duckflock-node";
 /// Header asking for a cross-month read (`2026-01,2026-02` or `all`).
 pub const MONTHS_HEADER: &str = "x-duckflock-months";
 
@@ -161,7 +163,15 @@ fn stream_response(stream: BatchStream) -> Response<BoxStream<arrow_flight::Flig
         ReceiverStream::new(rx).map(|r| r.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
     });
     let batches = head.chain(futures::stream::iter(rest).flatten());
-    Response::new(encode(stream.schema, batches))
+    with_node(Response::new(encode(stream.schema, batches)), &stream.node)
+}
+
+/// Names the node(s) that served a read in the `x-duckflock-node` header.
+fn with_node<T>(mut resp: Response<T>, node: &str) -> Response<T> {
+    if let Ok(v) = node.parse() {
+        resp.metadata_mut().insert(NODE_HEADER, v);
+    }
+    resp
 }
 
 /// A FlightInfo whose one endpoint fetches the parked result `planned.id`.
@@ -172,7 +182,8 @@ fn planned_info(
     let ticket = TicketStatementQuery {
         statement_handle: planned.id.into_bytes().into(),
     };
-    flight_info(&planned.schema, ticket.as_any().encode_to_vec(), descriptor)
+    let resp = flight_info(&planned.schema, ticket.as_any().encode_to_vec(), descriptor)?;
+    Ok(with_node(resp, &planned.node))
 }
 
 /// Collects the parameter batches a client uploads with DoPut.
