@@ -1190,3 +1190,53 @@ async fn reads_name_the_node_that_served_them() {
         "2026-09/node_0,2026-10/node_0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_years_of_months_start_closed_and_share_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let months: Vec<String> = (0..24)
+        .map(|i| format!("{}-{:02}", 2024 + i / 12, i % 12 + 1))
+        .collect();
+    {
+        let server = Server::start_in(&dir, &[]);
+        let mut c = server.client().await;
+        for m in &months {
+            action_json(&mut c, "create_month", &format!(r#"{{"month": "{m}"}}"#))
+                .await
+                .unwrap();
+        }
+    }
+    let server = Server::start_in(&dir, &["--memory-limit", "24GiB"]);
+    let mut c = server.client().await;
+    // Every month is known, none is open.
+    let st = action_json(&mut c, "node_status", "{}").await.unwrap();
+    let st = st["months"].as_array().unwrap();
+    assert_eq!(st.len(), 24);
+    assert!(st.iter().all(|m| m["open"] == false), "{st:?}");
+    let info = c.get_catalogs().await.unwrap();
+    assert_eq!(rows(&fetch(&mut c, info).await.unwrap()), 24);
+    // Using all of them opens each once; together they stay within the budget.
+    for m in &months {
+        assert!(!memory_limit_of(&server, m).await.is_empty());
+    }
+    let mut total_mib = 0.0;
+    for m in &months {
+        let v = memory_limit_of(&server, m).await;
+        let (n, unit) = v.split_once(' ').unwrap();
+        let n: f64 = n.parse().unwrap();
+        total_mib += match unit {
+            "GiB" => n * 1024.0,
+            "MiB" => n,
+            other => panic!("unit {other}"),
+        };
+    }
+    assert!(
+        total_mib <= 24.0 * 1024.0 * 1.01,
+        "sum of memory_limit {total_mib} MiB exceeds the 24 GiB budget"
+    );
+    assert!(
+        total_mib >= 24.0 * 1024.0 * 0.95,
+        "budget not used: {total_mib} MiB"
+    );
+}
