@@ -284,3 +284,23 @@ def test_cross_month_read_through_prepared_statements(connect):
         {"month": "2031-02", "i": 1},
         {"month": "2031-02", "i": 2},
     ]
+
+
+def test_adbc_current_catalog_selects_the_month(server, tmp_path):
+    """ADBC's current catalog is the Flight SQL session option `catalog`; the
+    Go driver keeps the session with its cookie middleware."""
+    import adbc_driver_flightsql.dbapi as flight_sql
+
+    with flight_sql.connect(server, autocommit=True,
+                            db_kwargs={"adbc.flight.sql.rpc.with_cookie_middleware": "true"}) as conn:
+        conn.adbc_current_catalog = "2032-07"
+        assert conn.adbc_current_catalog == "2032-07"
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE in_session AS SELECT 42 AS v")
+    with flight_sql.connect(server, autocommit=True,
+                            db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": "2032-07"}) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT v FROM in_session")
+        assert cur.fetchall() == [(42,)]
+        objects = conn.adbc_get_objects(catalog_filter="2032-07").read_all().to_pylist()
+        assert [o["catalog_name"] for o in objects] == ["2032-07"]
