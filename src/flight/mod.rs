@@ -1,6 +1,7 @@
 //! The Flight SQL front door: one `FlightSqlService` method per command,
 //! each translating to one engine call. No SQL runs here.
 
+mod actions;
 mod metadata;
 pub mod session;
 mod status;
@@ -36,7 +37,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{BatchStream, CallContext, Engine, Planned};
-use session::*;
+
+use session::session_from_cookie;
 use status::{arrow_status, to_status};
 
 pub use arrow_flight::flight_service_server::FlightServiceServer;
@@ -48,7 +50,7 @@ pub const NODE_HEADER: &str = "x-duckflock-node";
 /// Header asking for a cross-month read (`2026-01,2026-02` or `all`).
 pub const MONTHS_HEADER: &str = "x-duckflock-months";
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 pub struct DuckFlightSql {
     engine: Arc<Engine>,
@@ -209,34 +211,6 @@ fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>
         batch.schema(),
         futures::stream::iter(vec![Ok(batch)]),
     ))
-}
-
-/// The JSON body of an admin action (`{}` or empty allowed).
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct MonthBody {
-    month: Option<String>,
-}
-
-fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))
-}
-
-fn json_result(
-    value: &impl serde::Serialize,
-) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(encode_action_result(bytes)))
-}
-
-fn encode_action_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
-    Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result {
-        body: bytes.into(),
-    })]))
 }
 
 #[tonic::async_trait]
@@ -700,26 +674,10 @@ impl FlightSqlService for DuckFlightSql {
         .await
     }
 
-    // ----- session options -------------------------------------------------
+    // ----- session options and admin actions -------------------------------
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        let a = |t: &str, d: &str| {
-            Ok(ActionType {
-                r#type: t.into(),
-                description: d.into(),
-            })
-        };
-        Some(vec![
-            a(
-                "SetSessionOptions",
-                "Set session options (catalog = YYYY-MM month)",
-            ),
-            a("GetSessionOptions", "Get session options"),
-            a("CloseSession", "Close the session"),
-            a("list_months", "JSON {} -> {\"months\": [\"YYYY-MM\", ...]}"),
-            a("create_month", "JSON {\"month\": \"YYYY-MM\"} -> the month's node status"),
-            a("node_status", "JSON {\"month\": \"YYYY-MM\"} (optional) -> per month, per node: id, role, path, healthy, size_bytes"),
-        ])
+        Some(actions::list())
     }
 
     async fn do_action_fallback(
@@ -727,84 +685,7 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let ctx = call_context(request.metadata(), None);
-        let action = request.into_inner();
-        match action.r#type.as_str() {
-            "SetSessionOptions" => {
-                let req = SetSessionOptionsRequest::decode(action.body)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let mut options = Vec::new();
-                let mut result = SetSessionOptionsResult::default();
-                for (k, v) in req.session_options {
-                    match from_wire(v) {
-                        Some(v) => options.push((k, v)),
-                        None => {
-                            result.errors.insert(k, SetSessionOptionsError { value: 2 });
-                        }
-                    }
-                }
-                let (id, errors) = self
-                    .engine
-                    .set_session_options(ctx.session.as_deref(), options);
-                for (k, e) in errors {
-                    let value = if e.class == crate::engine::ErrorClass::NotFound {
-                        1
-                    } else {
-                        2
-                    };
-                    result.errors.insert(k, SetSessionOptionsError { value });
-                }
-                let mut resp = Response::new(encode_action_result(result.encode_to_vec()));
-                if ctx.session.as_deref() != Some(id.as_str()) {
-                    if let Ok(v) = format!("{SESSION_COOKIE}={id}").parse() {
-                        resp.metadata_mut().insert("set-cookie", v);
-                    }
-                }
-                Ok(resp)
-            }
-            "GetSessionOptions" => {
-                let options = self.engine.get_session_options(&ctx);
-                let result = GetSessionOptionsResult {
-                    session_options: options.into_iter().map(|(k, v)| (k, to_wire(v))).collect(),
-                };
-                Ok(Response::new(encode_action_result(result.encode_to_vec())))
-            }
-            "CloseSession" => {
-                let closed = ctx
-                    .session
-                    .as_deref()
-                    .map(|s| self.engine.close_session(s))
-                    .unwrap_or(false);
-                let result = CloseSessionResult {
-                    status: if closed { 1 } else { 3 },
-                };
-                Ok(Response::new(encode_action_result(result.encode_to_vec())))
-            }
-            "list_months" => {
-                let months: Vec<String> =
-                    self.engine.months().iter().map(|m| m.to_string()).collect();
-                json_result(&serde_json::json!({ "months": months }))
-            }
-            "create_month" => {
-                let body: MonthBody = json_body(&action.body)?;
-                let month = body.month.ok_or_else(|| {
-                    Status::invalid_argument("create_month needs {\"month\": \"YYYY-MM\"}")
-                })?;
-                let status = self.engine.create_month(&month).await.map_err(to_status)?;
-                json_result(&status)
-            }
-            "node_status" => {
-                let body: MonthBody = json_body(&action.body)?;
-                let status = self
-                    .engine
-                    .node_status(body.month.as_deref())
-                    .await
-                    .map_err(to_status)?;
-                json_result(&serde_json::json!({ "months": status }))
-            }
-            other => Err(Status::invalid_argument(format!(
-                "unknown action '{other}'"
-            ))),
-        }
+        actions::dispatch(&self.engine, &ctx, request.into_inner()).await
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -1,0 +1,142 @@
+//! `DoAction` beyond Flight SQL's own: session options (`SetSessionOptions`,
+//! `GetSessionOptions`, `CloseSession`) and the admin actions (JSON in, JSON
+//! out), each one engine call.
+
+use std::sync::Arc;
+
+use arrow_flight::{Action, ActionType};
+use prost::Message;
+use tonic::{Response, Status};
+
+use super::session::*;
+use super::status::to_status;
+use super::BoxStream;
+use crate::engine::{CallContext, Engine, ErrorClass};
+
+type ActionResponse = Result<Response<BoxStream<arrow_flight::Result>>, Status>;
+
+/// The actions `ListActions` adds to Flight SQL's.
+pub fn list() -> Vec<Result<ActionType, Status>> {
+    let a = |t: &str, d: &str| {
+        Ok(ActionType {
+            r#type: t.into(),
+            description: d.into(),
+        })
+    };
+    vec![
+        a("SetSessionOptions", "Set session options (catalog = YYYY-MM month)"),
+        a("GetSessionOptions", "Get session options"),
+        a("CloseSession", "Close the session"),
+        a("list_months", "JSON {} -> {\"months\": [\"YYYY-MM\", ...]}"),
+        a("create_month", "JSON {\"month\": \"YYYY-MM\"} -> the month's node status"),
+        a(
+            "node_status",
+            "JSON {\"month\": \"YYYY-MM\"} (optional) -> per month, per node: id, role, path, healthy, size_bytes",
+        ),
+    ]
+}
+
+pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -> ActionResponse {
+    match action.r#type.as_str() {
+        "SetSessionOptions" => set_session_options(engine, ctx, &action.body),
+        "GetSessionOptions" => {
+            let options = engine.get_session_options(ctx);
+            let result = GetSessionOptionsResult {
+                session_options: options.into_iter().map(|(k, v)| (k, to_wire(v))).collect(),
+            };
+            Ok(Response::new(one_result(result.encode_to_vec())))
+        }
+        "CloseSession" => {
+            let closed = ctx
+                .session
+                .as_deref()
+                .map(|s| engine.close_session(s))
+                .unwrap_or(false);
+            let result = CloseSessionResult {
+                status: if closed { 1 } else { 3 },
+            };
+            Ok(Response::new(one_result(result.encode_to_vec())))
+        }
+        "list_months" => {
+            let months: Vec<String> = engine.months().iter().map(|m| m.to_string()).collect();
+            json_result(&serde_json::json!({ "months": months }))
+        }
+        "create_month" => {
+            let body: MonthBody = json_body(&action.body)?;
+            let month = body.month.ok_or_else(|| {
+                Status::invalid_argument("create_month needs {\"month\": \"YYYY-MM\"}")
+            })?;
+            json_result(&engine.create_month(&month).await.map_err(to_status)?)
+        }
+        "node_status" => {
+            let body: MonthBody = json_body(&action.body)?;
+            let status = engine
+                .node_status(body.month.as_deref())
+                .await
+                .map_err(to_status)?;
+            json_result(&serde_json::json!({ "months": status }))
+        }
+        other => Err(Status::invalid_argument(format!(
+            "unknown action '{other}'"
+        ))),
+    }
+}
+
+/// Sets options, creating the session when the call carries none; a new
+/// session's id goes back as the `arrow_flight_session_id` cookie.
+fn set_session_options(engine: &Engine, ctx: &CallContext, body: &[u8]) -> ActionResponse {
+    let req = SetSessionOptionsRequest::decode(body)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut options = Vec::new();
+    let mut result = SetSessionOptionsResult::default();
+    for (k, v) in req.session_options {
+        match from_wire(v) {
+            Some(v) => options.push((k, v)),
+            None => {
+                result.errors.insert(k, SetSessionOptionsError { value: 2 });
+            }
+        }
+    }
+    let (id, errors) = engine.set_session_options(ctx.session.as_deref(), options);
+    for (k, e) in errors {
+        // 1: invalid name, 2: invalid value (Flight.proto).
+        let value = if e.class == ErrorClass::NotFound {
+            1
+        } else {
+            2
+        };
+        result.errors.insert(k, SetSessionOptionsError { value });
+    }
+    let mut resp = Response::new(one_result(result.encode_to_vec()));
+    if ctx.session.as_deref() != Some(id.as_str()) {
+        if let Ok(v) = format!("{SESSION_COOKIE}={id}").parse() {
+            resp.metadata_mut().insert("set-cookie", v);
+        }
+    }
+    Ok(resp)
+}
+/// The JSON body of an admin action (`{}` or empty allowed).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MonthBody {
+    month: Option<String>,
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))
+}
+
+fn json_result(value: &impl serde::Serialize) -> ActionResponse {
+    let bytes = serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(one_result(bytes)))
+}
+
+fn one_result(bytes: Vec<u8>) -> BoxStream<arrow_flight::Result> {
+    Box::pin(futures::stream::iter(vec![Ok(arrow_flight::Result {
+        body: bytes.into(),
+    })]))
+}
