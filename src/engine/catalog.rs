@@ -12,6 +12,7 @@ use crate::duck::Conn;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA;
 use super::node::Node;
+use super::{blocking, Engine};
 
 pub struct TableInfo {
     pub catalog: String,
@@ -166,4 +167,67 @@ pub fn foreign_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<ForeignKey>>
             fk_name: r.get(6).cloned().flatten(),
         })
         .collect())
+}
+
+impl Engine {
+    /// Runs a catalog query on the primary of every month that matches
+    /// `catalog` (all months when `None`) and concatenates the rows.
+    async fn per_month<T: Send + 'static>(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+        query: impl Fn(&crate::duck::Conn, &str) -> EngineResult<Vec<T>> + Send + 'static,
+    ) -> EngineResult<Vec<T>> {
+        let ids = self.months_for(catalog)?;
+        let me = Arc::clone(self);
+        blocking(move || {
+            let mut out = Vec::new();
+            for m in ids
+                .into_iter()
+                .filter_map(|id| me.months.get(id).transpose())
+            {
+                let m = m?;
+                let name = m.id.to_string();
+                out.extend(m.primary().lease()?.with(|c| query(c, &name))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// (month, schema) pairs.
+    pub async fn db_schemas(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<(String, String)>> {
+        self.per_month(catalog, |c, month| {
+            Ok(schemas(c)?
+                .into_iter()
+                .map(|s| (month.to_string(), s))
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn tables(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+        include_schema: bool,
+    ) -> EngineResult<Vec<TableInfo>> {
+        self.per_month(catalog, move |c, month| tables(c, month, include_schema))
+            .await
+    }
+
+    pub async fn primary_keys(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<PrimaryKey>> {
+        self.per_month(catalog, primary_keys).await
+    }
+
+    pub async fn foreign_keys(
+        self: &Arc<Self>,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<ForeignKey>> {
+        self.per_month(catalog, foreign_keys).await
+    }
 }

@@ -16,6 +16,8 @@ mod exec;
 mod month;
 mod months;
 mod node;
+mod prepared;
+mod sessions;
 mod state;
 
 use std::path::PathBuf;
@@ -40,7 +42,7 @@ use classify::classify;
 use deadline::Deadline;
 use months::MonthRegistry;
 use node::Lease;
-use state::{new_id, Parked, PreparedEntry, Session, State, Timeouts, Transaction};
+use state::{new_id, Parked, State, Timeouts};
 
 /// Engine settings (from the CLI/config).
 #[derive(Debug, Clone)]
@@ -308,6 +310,33 @@ impl Engine {
         })
     }
 
+    /// The month if it exists, opened if needed.
+    pub(super) async fn existing_month(
+        self: &Arc<Self>,
+        id: MonthId,
+    ) -> EngineResult<Option<Arc<months::Month>>> {
+        if let Some(m) = self.months.get_open(id) {
+            return Ok(Some(m));
+        }
+        if !self.months.exists(id) {
+            return Ok(None);
+        }
+        let me = Arc::clone(self);
+        blocking(move || me.months.get(id)).await
+    }
+
+    /// Months matching an optional exact catalog name (an invalid name is an
+    /// error, never a path).
+    pub(super) fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<MonthId>> {
+        match catalog {
+            None => Ok(self.months.ids()),
+            Some(c) => {
+                let id: MonthId = c.parse()?;
+                Ok(self.months.exists(id).then_some(id).into_iter().collect())
+            }
+        }
+    }
+
     // ----- statements ------------------------------------------------------
 
     /// Starts a statement sent through the query path (GetFlightInfo) and
@@ -418,363 +447,6 @@ impl Engine {
             })
         })
         .await
-    }
-
-    // ----- prepared statements ---------------------------------------------
-
-    pub async fn create_prepared(
-        self: &Arc<Self>,
-        ctx: &CallContext,
-        sql: &str,
-    ) -> EngineResult<PreparedInfo> {
-        let month = self.resolve_month(ctx)?;
-        if let Some(spec) = &ctx.months {
-            let plan = self.plan_cross_month(spec, sql).await?;
-            return Ok(self.register_prepared(
-                ctx,
-                sql,
-                month,
-                StatementKind::Read,
-                plan.schema,
-                plan.parameter_schema,
-            ));
-        }
-        let mut lease = self.lease_for(ctx, month, Some(sql)).await?.lease;
-        let sql_owned = sql.to_string();
-        let (kind, dataset_schema, parameter_schema) = blocking(move || {
-            lease.with(|conn| {
-                let script = conn.extract(&sql_owned)?;
-                if script.len() > 1 {
-                    // A script: later statements may depend on earlier ones,
-                    // so nothing can be prepared before it runs.
-                    let empty: SchemaRef = Arc::new(arrow::datatypes::Schema::empty());
-                    return Ok((StatementKind::Write, Arc::clone(&empty), empty));
-                }
-                let stmt = script.prepare(conn, 0)?;
-                let kind = classify(stmt.statement_type());
-                if let Some(e) = classify::refuse(kind) {
-                    return Err(e);
-                }
-                Ok((kind, stmt.result_schema()?, stmt.parameter_schema()?))
-            })
-        })
-        .await?;
-        Ok(self.register_prepared(ctx, sql, month, kind, dataset_schema, parameter_schema))
-    }
-
-    fn register_prepared(
-        &self,
-        ctx: &CallContext,
-        sql: &str,
-        month: MonthId,
-        kind: StatementKind,
-        dataset_schema: SchemaRef,
-        parameter_schema: SchemaRef,
-    ) -> PreparedInfo {
-        let handle = new_id();
-        self.state.prepared.lock().insert(
-            handle.clone(),
-            PreparedEntry {
-                sql: sql.to_string(),
-                month,
-                session: ctx.session.clone(),
-                transaction: ctx.transaction.clone(),
-                months: ctx.months.clone(),
-                kind,
-                params: Vec::new(),
-                last_used: Instant::now(),
-            },
-        );
-        PreparedInfo {
-            handle,
-            dataset_schema,
-            parameter_schema,
-        }
-    }
-
-    /// The context and SQL a prepared statement runs with: the month it was
-    /// prepared for, and the caller's current transaction if any.
-    fn prepared_call(
-        &self,
-        handle: &str,
-        ctx: &CallContext,
-    ) -> EngineResult<(CallContext, String, StatementKind, Vec<RecordBatch>)> {
-        let mut map = self.state.prepared.lock();
-        let p = map.get_mut(handle).ok_or_else(|| {
-            EngineError::not_found("prepared statement not found (closed or expired)")
-        })?;
-        p.last_used = Instant::now();
-        let call = CallContext {
-            month: Some(p.month.to_string()),
-            session: ctx.session.clone().or_else(|| p.session.clone()),
-            transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
-            months: ctx.months.clone().or_else(|| p.months.clone()),
-        };
-        Ok((call, p.sql.clone(), p.kind, p.params.clone()))
-    }
-
-    /// Binds parameter batches to a prepared statement (replacing earlier ones).
-    pub fn bind_prepared(&self, handle: &str, params: Vec<RecordBatch>) -> EngineResult<()> {
-        let mut map = self.state.prepared.lock();
-        let p = map.get_mut(handle).ok_or_else(|| {
-            EngineError::not_found("prepared statement not found (closed or expired)")
-        })?;
-        p.params = params;
-        p.last_used = Instant::now();
-        Ok(())
-    }
-
-    pub fn close_prepared(&self, handle: &str) {
-        self.state.prepared.lock().remove(handle);
-    }
-
-    /// Starts a prepared statement for fetching (see [`Engine::plan_query`]).
-    /// A write with many parameter rows runs as one transaction and its
-    /// (DuckDB-materialised) results are collected.
-    pub async fn plan_prepared(
-        self: &Arc<Self>,
-        ctx: &CallContext,
-        handle: &str,
-    ) -> EngineResult<Planned> {
-        let (call, sql, kind, params) = self.prepared_call(handle, ctx)?;
-        let many_rows = params.iter().map(|b| b.num_rows()).sum::<usize>() > 1;
-        if kind != StatementKind::Write || !many_rows {
-            let stream = self.stream_query(&call, &sql, params).await?;
-            return Ok(self.park(stream));
-        }
-        let month = self.resolve_month(&call)?;
-        let Routed {
-            mut lease,
-            in_txn,
-            node,
-        } = self.lease_for(&call, month, Some(&sql)).await?;
-        let deadline = self.deadline();
-        let (schema, head) = blocking(move || {
-            lease.with(|conn| {
-                Deadline::run(deadline.as_ref(), conn, |conn| {
-                    exec::run_collect(conn, &sql, &params, in_txn)
-                })
-            })
-        })
-        .await?;
-        Ok(self.park(BatchStream {
-            schema,
-            head,
-            rest: None,
-            node,
-        }))
-    }
-
-    pub async fn stream_prepared(
-        self: &Arc<Self>,
-        ctx: &CallContext,
-        handle: &str,
-    ) -> EngineResult<BatchStream> {
-        let (call, sql, _, params) = self.prepared_call(handle, ctx)?;
-        self.stream_query(&call, &sql, params).await
-    }
-
-    /// Executes a prepared update with the given parameter rows (or the ones
-    /// bound before, when none are given).
-    pub async fn update_prepared(
-        self: &Arc<Self>,
-        ctx: &CallContext,
-        handle: &str,
-        params: Vec<RecordBatch>,
-    ) -> EngineResult<u64> {
-        let (call, sql, _, bound) = self.prepared_call(handle, ctx)?;
-        let params = if params.is_empty() { bound } else { params };
-        self.execute_update(&call, &sql, params).await
-    }
-
-    // ----- transactions ----------------------------------------------------
-
-    /// Begins a transaction on the month's primary (creating the month).
-    pub async fn begin_transaction(self: &Arc<Self>, ctx: &CallContext) -> EngineResult<String> {
-        let month = self.resolve_month(ctx)?;
-        let me = Arc::clone(self);
-        let conn = blocking(move || {
-            let m = me.months.get_or_create(month)?;
-            let conn = m.primary().connect()?;
-            conn.execute_batch("BEGIN TRANSACTION")?;
-            Ok(conn)
-        })
-        .await?;
-        let id = new_id();
-        self.state.transactions.lock().insert(
-            id.clone(),
-            Transaction {
-                month,
-                conn: Arc::new(Mutex::new(conn)),
-                last_used: Instant::now(),
-            },
-        );
-        Ok(id)
-    }
-
-    pub async fn end_transaction(self: &Arc<Self>, id: &str, commit: bool) -> EngineResult<()> {
-        let txn = self.state.transactions.lock().remove(id).ok_or_else(|| {
-            EngineError::not_found(format!(
-                "transaction {id} does not exist (expired or ended)"
-            ))
-        })?;
-        blocking(move || {
-            let conn = txn.conn.lock();
-            conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
-            Ok(())
-        })
-        .await
-    }
-
-    // ----- sessions --------------------------------------------------------
-
-    /// Sets session options, creating the session if needed. Returns the
-    /// session id and the options that were refused with a reason.
-    pub fn set_session_options(
-        &self,
-        session: Option<&str>,
-        options: Vec<(String, OptionValue)>,
-    ) -> (String, Vec<(String, EngineError)>) {
-        let mut sessions = self.state.sessions.lock();
-        let id = match session {
-            Some(s) if sessions.contains_key(s) => s.to_string(),
-            _ => new_id(),
-        };
-        let s = sessions.entry(id.clone()).or_insert_with(|| Session {
-            catalog: None,
-            conns: Default::default(),
-            last_used: Instant::now(),
-        });
-        s.last_used = Instant::now();
-        let mut errors = Vec::new();
-        for (name, value) in options {
-            match (name.as_str(), value) {
-                ("catalog", OptionValue::String(v)) => match v.parse::<MonthId>() {
-                    Ok(m) => s.catalog = Some(m),
-                    Err(e) => errors.push((name, e)),
-                },
-                ("catalog", _) => errors.push((
-                    name,
-                    EngineError::invalid("catalog must be a string YYYY-MM"),
-                )),
-                _ => errors.push((
-                    name.clone(),
-                    EngineError::not_found(format!("unknown session option '{name}'")),
-                )),
-            }
-        }
-        (id, errors)
-    }
-
-    pub fn get_session_options(&self, ctx: &CallContext) -> Vec<(String, OptionValue)> {
-        let month = self.resolve_month(&CallContext {
-            session: ctx.session.clone(),
-            ..CallContext::default()
-        });
-        match month {
-            Ok(m) => vec![("catalog".to_string(), OptionValue::String(m.to_string()))],
-            Err(_) => Vec::new(),
-        }
-    }
-
-    pub fn close_session(&self, session: &str) -> bool {
-        self.state.sessions.lock().remove(session).is_some()
-    }
-
-    pub fn session_count(&self) -> usize {
-        self.state.sessions.lock().len()
-    }
-
-    // ----- metadata --------------------------------------------------------
-
-    /// The month if it exists, opened if needed.
-    async fn existing_month(
-        self: &Arc<Self>,
-        id: MonthId,
-    ) -> EngineResult<Option<Arc<months::Month>>> {
-        if let Some(m) = self.months.get_open(id) {
-            return Ok(Some(m));
-        }
-        if !self.months.exists(id) {
-            return Ok(None);
-        }
-        let me = Arc::clone(self);
-        blocking(move || me.months.get(id)).await
-    }
-
-    /// Months matching an optional exact catalog name (an invalid name is an
-    /// error, never a path).
-    fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<MonthId>> {
-        match catalog {
-            None => Ok(self.months.ids()),
-            Some(c) => {
-                let id: MonthId = c.parse()?;
-                Ok(self.months.exists(id).then_some(id).into_iter().collect())
-            }
-        }
-    }
-
-    /// Runs a catalog query on the primary of every month that matches
-    /// `catalog` (all months when `None`) and concatenates the rows.
-    async fn per_month<T: Send + 'static>(
-        self: &Arc<Self>,
-        catalog: Option<&str>,
-        query: impl Fn(&crate::duck::Conn, &str) -> EngineResult<Vec<T>> + Send + 'static,
-    ) -> EngineResult<Vec<T>> {
-        let ids = self.months_for(catalog)?;
-        let me = Arc::clone(self);
-        blocking(move || {
-            let mut out = Vec::new();
-            for m in ids
-                .into_iter()
-                .filter_map(|id| me.months.get(id).transpose())
-            {
-                let m = m?;
-                let name = m.id.to_string();
-                out.extend(m.primary().lease()?.with(|c| query(c, &name))?);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// (month, schema) pairs.
-    pub async fn db_schemas(
-        self: &Arc<Self>,
-        catalog: Option<&str>,
-    ) -> EngineResult<Vec<(String, String)>> {
-        self.per_month(catalog, |c, month| {
-            Ok(catalog::schemas(c)?
-                .into_iter()
-                .map(|s| (month.to_string(), s))
-                .collect())
-        })
-        .await
-    }
-
-    pub async fn tables(
-        self: &Arc<Self>,
-        catalog: Option<&str>,
-        include_schema: bool,
-    ) -> EngineResult<Vec<TableInfo>> {
-        self.per_month(catalog, move |c, month| {
-            catalog::tables(c, month, include_schema)
-        })
-        .await
-    }
-
-    pub async fn primary_keys(
-        self: &Arc<Self>,
-        catalog: Option<&str>,
-    ) -> EngineResult<Vec<PrimaryKey>> {
-        self.per_month(catalog, catalog::primary_keys).await
-    }
-
-    pub async fn foreign_keys(
-        self: &Arc<Self>,
-        catalog: Option<&str>,
-    ) -> EngineResult<Vec<ForeignKey>> {
-        self.per_month(catalog, catalog::foreign_keys).await
     }
 }
 
