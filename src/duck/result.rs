@@ -58,9 +58,19 @@ fn error_data(mut e: ffi::duckdb_error_data) -> DuckResult<()> {
 pub(crate) fn arrow_schema_from_types(
     conn: &Conn,
     names: Vec<String>,
-    mut types: Vec<ffi::duckdb_logical_type>,
+    types: Vec<ffi::duckdb_logical_type>,
 ) -> DuckResult<SchemaRef> {
-    let ffi_schema = ffi_schema_from_types(conn, &names, &mut types);
+    schemas_from_types(conn, &names, types).map(|(_, schema)| schema)
+}
+
+/// The FFI (struct-typed) and Arrow schemas for DuckDB logical types;
+/// consumes and destroys the logical types.
+fn schemas_from_types(
+    conn: &Conn,
+    names: &[String],
+    mut types: Vec<ffi::duckdb_logical_type>,
+) -> DuckResult<(FFI_ArrowSchema, SchemaRef)> {
+    let ffi_schema = ffi_schema_from_types(conn, names, &mut types);
     for t in types.iter_mut() {
         if !t.is_null() {
             // SAFETY: each logical type was handed to us by DuckDB.
@@ -75,7 +85,7 @@ pub(crate) fn arrow_schema_from_types(
         )
     })?;
     match dt {
-        DataType::Struct(fields) => Ok(Arc::new(Schema::new(fields))),
+        DataType::Struct(fields) => Ok((ffi_schema, Arc::new(Schema::new(fields)))),
         other => Err(DuckError::new(
             DuckErrorKind::Internal,
             format!("unexpected Arrow type {other}"),
@@ -166,25 +176,7 @@ impl<'c> QueryResult<'c> {
             );
             types.push(unsafe { ffi::duckdb_column_logical_type(&mut *res, i as u64) });
         }
-        let ffi_schema = ffi_schema_from_types(conn, &names, &mut types);
-        for t in types.iter_mut() {
-            unsafe { ffi::duckdb_destroy_logical_type(t) };
-        }
-        let built = ffi_schema.and_then(|ffi_schema| {
-            let dt = DataType::try_from(&ffi_schema).map_err(|e| {
-                DuckError::new(
-                    DuckErrorKind::Internal,
-                    format!("Arrow schema from DuckDB: {e}"),
-                )
-            })?;
-            match dt {
-                DataType::Struct(fields) => Ok((ffi_schema, Arc::new(Schema::new(fields)))),
-                other => Err(DuckError::new(
-                    DuckErrorKind::Internal,
-                    format!("unexpected Arrow type {other}"),
-                )),
-            }
-        });
+        let built = schemas_from_types(conn, &names, types);
         let (ffi_schema, schema) = match built {
             Ok(v) => v,
             Err(e) => {
