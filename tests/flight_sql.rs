@@ -414,6 +414,16 @@ async fn errors_carry_duckdb_messages_and_codes() {
         ("INSTALL httpfs", Code::PermissionDenied, "INSTALL"),
         ("SET memory_limit = '1TB'", Code::PermissionDenied, "SET"),
         (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            Code::PermissionDenied,
+            "Permission Error",
+        ),
+        (
+            "SELECT * FROM glob('/etc/*')",
+            Code::PermissionDenied,
+            "Permission Error",
+        ),
+        (
             "BEGIN TRANSACTION",
             Code::InvalidArgument,
             "BeginTransaction",

@@ -65,6 +65,10 @@ impl Database {
         if opts.read_only {
             settings.push(("access_mode", "READ_ONLY".into()));
         }
+        // SQL may not touch the filesystem (read_csv('/etc/passwd'), COPY,
+        // ATTACH, glob): the database's own files and its temp directory
+        // stay usable. A files sandbox can later allow chosen directories.
+        settings.push(("enable_external_access", "false".into()));
         // Extensions are never downloaded or loaded at run time.
         settings.push(("autoinstall_known_extensions", "false".into()));
         settings.push(("autoload_known_extensions", "false".into()));

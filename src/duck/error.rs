@@ -13,6 +13,7 @@ pub enum DuckErrorKind {
     InvalidInput,
     Transaction,
     OutOfMemory,
+    Permission,
     Interrupt,
     NotImplemented,
     Io,
@@ -58,8 +59,8 @@ impl DuckError {
             | ffi::duckdb_error_type_DUCKDB_ERROR_INVALID_TYPE => Conversion,
             ffi::duckdb_error_type_DUCKDB_ERROR_INVALID_INPUT
             | ffi::duckdb_error_type_DUCKDB_ERROR_SEQUENCE
-            | ffi::duckdb_error_type_DUCKDB_ERROR_PERMISSION
             | ffi::duckdb_error_type_DUCKDB_ERROR_SETTINGS => InvalidInput,
+            ffi::duckdb_error_type_DUCKDB_ERROR_PERMISSION => Permission,
             ffi::duckdb_error_type_DUCKDB_ERROR_TRANSACTION => Transaction,
             ffi::duckdb_error_type_DUCKDB_ERROR_OUT_OF_MEMORY => OutOfMemory,
             ffi::duckdb_error_type_DUCKDB_ERROR_INTERRUPT => Interrupt,
@@ -85,7 +86,8 @@ impl DuckError {
             "Catalog" | "Dependency" => Catalog,
             "Constraint" => Constraint,
             "Conversion" | "Out of Range" | "Mismatch Type" => Conversion,
-            "Invalid Input" | "Sequence" | "Permission" | "Invalid Configuration" => InvalidInput,
+            "Invalid Input" | "Sequence" | "Invalid Configuration" => InvalidInput,
+            "Permission" => Permission,
             "TransactionContext" | "Transaction" => Transaction,
             "Out of Memory" => OutOfMemory,
             "INTERRUPT" | "Interrupt" => Interrupt,

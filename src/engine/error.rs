@@ -65,6 +65,7 @@ impl From<DuckError> for EngineError {
             Constraint => ErrorClass::FailedPrecondition,
             Transaction => ErrorClass::Aborted,
             OutOfMemory => ErrorClass::ResourceExhausted,
+            Permission => ErrorClass::PermissionDenied,
             Interrupt => ErrorClass::Cancelled,
             Io | Internal | Other => ErrorClass::Internal,
         };
