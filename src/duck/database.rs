@@ -29,7 +29,6 @@ pub struct DbOptions {
 /// handed out from it. DuckDB's database object is thread-safe.
 pub struct Database {
     raw: ffi::duckdb_database,
-    path: String,
 }
 
 // SAFETY: duckdb_database is internally synchronised; DuckDB documents that a
@@ -105,14 +104,7 @@ impl Database {
             }
             return Err(DuckError::from_message(format!("{path_str}: {msg}")));
         }
-        Ok(Arc::new(Database {
-            raw,
-            path: path_str,
-        }))
-    }
-
-    pub fn path(&self) -> &str {
-        &self.path
+        Ok(Arc::new(Database { raw }))
     }
 
     /// A new connection to this database.
@@ -233,10 +225,6 @@ pub struct Script {
 impl Script {
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Prepares statement `i` on `conn` (later statements may depend on the

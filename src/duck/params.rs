@@ -126,26 +126,10 @@ fn logical_type(dt: &DataType) -> DuckResult<LogicalType> {
             let child = logical_type(f.data_type())?;
             LogicalType(unsafe { ffi::duckdb_create_array_type(child.0, *n as u64) })
         }
-        Struct(fields) => {
-            let children: Vec<LogicalType> = fields
-                .iter()
-                .map(|f| logical_type(f.data_type()))
-                .collect::<DuckResult<_>>()?;
-            let names: Vec<CString> = fields
-                .iter()
-                .map(|f| CString::new(f.name().as_str()).unwrap_or_default())
-                .collect();
-            let mut child_ptrs: Vec<_> = children.iter().map(|c| c.0).collect();
-            let mut name_ptrs: Vec<_> = names.iter().map(|n| n.as_ptr()).collect();
-            // SAFETY: arrays of equal length; DuckDB copies them.
-            LogicalType(unsafe {
-                ffi::duckdb_create_struct_type(
-                    child_ptrs.as_mut_ptr(),
-                    name_ptrs.as_mut_ptr(),
-                    fields.len() as u64,
-                )
-            })
-        }
+        Struct(fields) => members(
+            fields.iter().map(|f| f.as_ref()),
+            ffi::duckdb_create_struct_type,
+        )?,
         Map(entries, _) => {
             let DataType::Struct(kv) = entries.data_type() else {
                 return Err(unsupported(dt));
@@ -157,29 +141,44 @@ fn logical_type(dt: &DataType) -> DuckResult<LogicalType> {
             let v = logical_type(kv[1].data_type())?;
             LogicalType(unsafe { ffi::duckdb_create_map_type(k.0, v.0) })
         }
-        Union(fields, _) => {
-            let children: Vec<LogicalType> = fields
-                .iter()
-                .map(|(_, f)| logical_type(f.data_type()))
-                .collect::<DuckResult<_>>()?;
-            let names: Vec<CString> = fields
-                .iter()
-                .map(|(_, f)| CString::new(f.name().as_str()).unwrap_or_default())
-                .collect();
-            let mut child_ptrs: Vec<_> = children.iter().map(|c| c.0).collect();
-            let mut name_ptrs: Vec<_> = names.iter().map(|n| n.as_ptr()).collect();
-            // SAFETY: arrays of equal length; DuckDB copies them.
-            LogicalType(unsafe {
-                ffi::duckdb_create_union_type(
-                    child_ptrs.as_mut_ptr(),
-                    name_ptrs.as_mut_ptr(),
-                    fields.len() as u64,
-                )
-            })
-        }
+        Union(fields, _) => members(
+            fields.iter().map(|(_, f)| f.as_ref()),
+            ffi::duckdb_create_union_type,
+        )?,
         Dictionary(_, values) => logical_type(values)?,
         _ => return Err(unsupported(dt)),
     })
+}
+
+/// A STRUCT or UNION type from its member fields; `create` is
+/// `duckdb_create_struct_type` or `duckdb_create_union_type`.
+fn members<'a>(
+    fields: impl Iterator<Item = &'a Field>,
+    create: unsafe extern "C" fn(
+        *mut ffi::duckdb_logical_type,
+        *mut *const std::os::raw::c_char,
+        u64,
+    ) -> ffi::duckdb_logical_type,
+) -> DuckResult<LogicalType> {
+    let fields: Vec<&Field> = fields.collect();
+    let children: Vec<LogicalType> = fields
+        .iter()
+        .map(|f| logical_type(f.data_type()))
+        .collect::<DuckResult<_>>()?;
+    let names: Vec<CString> = fields
+        .iter()
+        .map(|f| CString::new(f.name().as_str()).unwrap_or_default())
+        .collect();
+    let mut child_ptrs: Vec<_> = children.iter().map(|c| c.0).collect();
+    let mut name_ptrs: Vec<_> = names.iter().map(|n| n.as_ptr()).collect();
+    // SAFETY: arrays of equal length; DuckDB copies them.
+    Ok(LogicalType(unsafe {
+        create(
+            child_ptrs.as_mut_ptr(),
+            name_ptrs.as_mut_ptr(),
+            fields.len() as u64,
+        )
+    }))
 }
 
 macro_rules! prim {

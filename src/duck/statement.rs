@@ -105,10 +105,6 @@ impl<'c> Prepared<'c> {
         self.raw
     }
 
-    pub fn conn(&self) -> &'c Conn {
-        self.conn
-    }
-
     /// DuckDB's statement type for this statement.
     pub fn statement_type(&self) -> StatementType {
         // SAFETY: valid prepared statement.

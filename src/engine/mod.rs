@@ -433,20 +433,36 @@ impl Engine {
                 "x-duckflock-months is for read statements only",
             ));
         }
+        let owned = sql.to_string();
+        let (changed, _) = self
+            .run_to_end(ctx, sql, move |conn, in_txn| {
+                exec::run_update(conn, &owned, &params, in_txn)
+            })
+            .await?;
+        Ok(changed)
+    }
+
+    /// Runs `f` to completion on the connection `ctx` routes `sql` to, under
+    /// the query timeout, on the blocking pool. Returns `f`'s answer and the
+    /// node that ran it.
+    async fn run_to_end<T: Send + 'static>(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        f: impl FnOnce(&crate::duck::Conn, bool) -> EngineResult<T> + Send + 'static,
+    ) -> EngineResult<(T, String)> {
         let month = self.resolve_month(ctx)?;
         let Routed {
-            mut lease, in_txn, ..
+            mut lease,
+            in_txn,
+            node,
         } = self.lease_for(ctx, month, Some(sql)).await?;
-        let sql = sql.to_string();
         let deadline = self.deadline();
-        blocking(move || {
-            lease.with(|conn| {
-                Deadline::run(deadline.as_ref(), conn, |conn| {
-                    exec::run_update(conn, &sql, &params, in_txn)
-                })
-            })
+        let out = blocking(move || {
+            lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, in_txn)))
         })
-        .await
+        .await?;
+        Ok((out, node))
     }
 }
 

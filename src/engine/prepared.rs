@@ -8,7 +8,6 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::classify::{self, classify, StatementKind};
-use super::deadline::Deadline;
 use super::error::{EngineError, EngineResult};
 use super::month::MonthId;
 use super::state::{new_id, PreparedEntry};
@@ -135,21 +134,12 @@ impl Engine {
             let stream = self.stream_query(&call, &sql, params).await?;
             return Ok(self.park(stream));
         }
-        let month = self.resolve_month(&call)?;
-        let Routed {
-            mut lease,
-            in_txn,
-            node,
-        } = self.lease_for(&call, month, Some(&sql)).await?;
-        let deadline = self.deadline();
-        let (schema, head) = blocking(move || {
-            lease.with(|conn| {
-                Deadline::run(deadline.as_ref(), conn, |conn| {
-                    exec::run_collect(conn, &sql, &params, in_txn)
-                })
+        let run_sql = sql.clone();
+        let ((schema, head), node) = self
+            .run_to_end(&call, &sql, move |conn, in_txn| {
+                exec::run_collect(conn, &run_sql, &params, in_txn)
             })
-        })
-        .await?;
+            .await?;
         Ok(self.park(BatchStream {
             schema,
             head,

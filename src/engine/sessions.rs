@@ -103,8 +103,4 @@ impl Engine {
     pub fn close_session(&self, session: &str) -> bool {
         self.state.sessions.lock().remove(session).is_some()
     }
-
-    pub fn session_count(&self) -> usize {
-        self.state.sessions.lock().len()
-    }
 }
