@@ -731,7 +731,7 @@ async fn concurrent_clients_and_a_failing_one_do_not_interfere() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_checkpoints_and_exits_zero() {
+async fn sigterm_exits_zero_and_keeps_the_data() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let mut server = Server::start_in(&dir, &[]);
@@ -1118,6 +1118,16 @@ async fn query_timeout_stops_runaway_statements_only() {
     }
 }
 
+/// The `x-duckflock-node` header of a DoGet answer.
+fn node_header(stream: &arrow_flight::decode::FlightRecordBatchStream) -> &str {
+    stream
+        .headers()
+        .get("x-duckflock-node")
+        .unwrap()
+        .to_str()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_name_the_node_that_served_them() {
     let server = Server::start(&[]);
@@ -1152,15 +1162,7 @@ async fn reads_name_the_node_that_served_them() {
         .do_get(info.endpoint[0].ticket.clone().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        stream
-            .headers()
-            .get("x-duckflock-node")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        "2026-09/node_0"
-    );
+    assert_eq!(node_header(&stream), "2026-09/node_0");
     // A month that does not exist yet is answered by the scratch database.
     let mut s = server.client().await;
     s.set_header("x-duckflock-month", "1999-01");
@@ -1169,15 +1171,7 @@ async fn reads_name_the_node_that_served_them() {
         .do_get(info.endpoint[0].ticket.clone().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        stream
-            .headers()
-            .get("x-duckflock-node")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        "scratch"
-    );
+    assert_eq!(node_header(&stream), "scratch");
     // Cross-month reads name every node.
     c.set_header("x-duckflock-month", "2026-10");
     c.execute_update("CREATE TABLE n AS SELECT 2 AS v".into(), None)
@@ -1190,15 +1184,7 @@ async fn reads_name_the_node_that_served_them() {
         .do_get(info.endpoint[0].ticket.clone().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        stream
-            .headers()
-            .get("x-duckflock-node")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        "2026-09/node_0,2026-10/node_0"
-    );
+    assert_eq!(node_header(&stream), "2026-09/node_0,2026-10/node_0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1249,4 +1235,33 @@ async fn two_years_of_months_start_closed_and_share_the_budget() {
         total_mib >= 24.0 * 1024.0 * 0.95,
         "budget not used: {total_mib} MiB"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_stream_in_flight_finish() {
+    let mut server = Server::start(&[]);
+    let mut c = server.client().await;
+    c.set_header("x-duckflock-month", "2026-11");
+    c.execute_update(
+        "CREATE TABLE s AS SELECT range AS i FROM range(3000000)".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let info = c.execute("SELECT * FROM s".into(), None).await.unwrap();
+    let mut stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let mut n = stream.try_next().await.unwrap().unwrap().num_rows();
+    // Shutdown begins while the result is being streamed...
+    server.signal("TERM");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...and the stream still delivers every row before the server exits.
+    while let Some(b) = stream.try_next().await.unwrap() {
+        n += b.num_rows();
+    }
+    assert_eq!(n, 3_000_000);
+    let status = server.wait();
+    assert!(status.success(), "exit status {status:?}");
 }

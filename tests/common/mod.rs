@@ -89,14 +89,19 @@ impl Server {
             .unwrap_or(0)
     }
 
-    /// Sends a signal and waits for the exit status.
-    pub fn signal_and_wait(&mut self, sig: &str) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+    /// Sends a signal without waiting.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().to_string();
         Command::new("kill")
             .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
+            .arg(pid)
             .status()
             .expect("kill");
+    }
+
+    /// Waits (up to 60 s) for the server to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(st) = child.try_wait().expect("wait") {
@@ -104,10 +109,16 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("server did not exit after SIG{sig}");
+                panic!("server did not exit");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends a signal and waits for the exit status.
+    pub fn signal_and_wait(&mut self, sig: &str) -> ExitStatus {
+        self.signal(sig);
+        self.wait()
     }
 }
 
