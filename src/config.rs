@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// is closed (a transaction is rolled back) [default: 900].
     #[arg(long, env = "DUCKFLOCK_SESSION_TIMEOUT")]
     pub session_timeout: Option<u64>,
+    /// Replicas per month (`node_1..node_N`, kept up to date by incremental
+    /// sync; reads go to a random one) [default: 7].
+    #[arg(long, env = "DUCKFLOCK_REPLICAS")]
+    pub replicas: Option<usize>,
     /// Allow a non-loopback listen address without authentication.
     #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -76,6 +80,7 @@ pub struct ServeConfig {
     pub threads: Option<usize>,
     pub timezone: chrono_tz::Tz,
     pub session_timeout: std::time::Duration,
+    pub replicas: usize,
     pub insecure: bool,
 }
 
@@ -123,6 +128,7 @@ impl ServeArgs {
             session_timeout: std::time::Duration::from_secs(
                 self.session_timeout.or(file.session_timeout).unwrap_or(900),
             ),
+            replicas: self.replicas.or(file.replicas).unwrap_or(7),
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
         if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {

@@ -7,7 +7,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineConfig};
-use crate::flight::{DuckFlightSql, FlightServiceServer};
+use crate::flight::{DuckFlightSql, FlightServiceServer, TokenLayer};
 
 /// How long in-flight calls may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -21,6 +21,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         threads: cfg.threads,
         timezone: cfg.timezone,
         session_timeout: cfg.session_timeout,
+        replicas: cfg.replicas,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();
@@ -39,6 +40,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(TokenLayer)
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

@@ -5,12 +5,14 @@
 //! and a result that can be stepped chunk by chunk without panicking. This
 //! module wraps exactly those calls; everything above it is safe Rust.
 
+mod appender;
 mod database;
 mod error;
 mod params;
 mod result;
 mod statement;
 
+pub use appender::{copy_rows, Appender, Chunk};
 pub use database::{Conn, Database, DbOptions, InterruptHandle};
 pub use error::{DuckError, DuckErrorKind};
 pub use params::bind_row;

@@ -207,9 +207,10 @@ impl<'c> QueryResult<'c> {
     /// The next chunk as a record batch; `Ok(None)` at the end. Errors that
     /// happen during execution (out of memory, conversion, interrupts) are
     /// returned here, never panicked.
-    pub fn next_batch(&mut self) -> DuckResult<Option<RecordBatch>> {
-        // SAFETY: live result; the chunk is destroyed below.
-        let mut chunk = unsafe { ffi::duckdb_fetch_chunk(*self.res) };
+    /// The next raw chunk (the caller destroys it); `Ok(None)` at the end.
+    pub(crate) fn fetch_raw_chunk(&mut self) -> DuckResult<Option<ffi::duckdb_data_chunk>> {
+        // SAFETY: live result.
+        let chunk = unsafe { ffi::duckdb_fetch_chunk(*self.res) };
         if chunk.is_null() {
             let msg = cstr_to_string(unsafe { ffi::duckdb_result_error(&mut *self.res) });
             return match msg {
@@ -220,6 +221,13 @@ impl<'c> QueryResult<'c> {
                 _ => Ok(None),
             };
         }
+        Ok(Some(chunk))
+    }
+
+    pub fn next_batch(&mut self) -> DuckResult<Option<RecordBatch>> {
+        let Some(mut chunk) = self.fetch_raw_chunk()? else {
+            return Ok(None);
+        };
         let mut array = FFI_ArrowArray::empty();
         // SAFETY: valid chunk and options; out-pointer of C layout.
         let err = unsafe {

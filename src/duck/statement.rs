@@ -41,6 +41,9 @@ pub enum StatementType {
     Prepare,
     Execute,
     UpdateExtensions,
+    /// A statement DuckDB runs as several (e.g. `ALTER TABLE .. ADD COLUMN
+    /// .. DEFAULT`): schema changes.
+    Multi,
     Other,
 }
 
@@ -74,6 +77,7 @@ impl StatementType {
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_PREPARE => Prepare,
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_EXECUTE => Execute,
             ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_UPDATE_EXTENSIONS => UpdateExtensions,
+            ffi::duckdb_statement_type_DUCKDB_STATEMENT_TYPE_MULTI => Multi,
             _ => Other,
         }
     }

@@ -1,11 +1,15 @@
 //! Admin actions shared by the front doors: months and the status of their
-//! nodes. (Replication adds applied LSN and lag per node.)
+//! nodes (applied LSN, lag, health), sync and replica repair.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::error::EngineResult;
+use super::capture;
+use super::error::{EngineError, EngineResult, ErrorClass};
+use super::replica::Health;
 use super::month::MonthId;
 use super::months::Month;
 use super::{blocking, Engine};
@@ -15,7 +19,16 @@ pub struct NodeStatus {
     pub id: usize,
     pub role: &'static str,
     pub path: String,
+    /// The last change set the node holds (the primary: the last committed).
+    pub applied_lsn: Option<u64>,
+    /// Change sets the node is behind the primary.
+    pub lag_lsn: Option<u64>,
+    /// How long ago the oldest change set it has not applied committed.
+    pub lag_ms: Option<u64>,
     pub healthy: bool,
+    /// `healthy`, `rebuilding`, `failed` (or `closed` for idle months).
+    pub state: &'static str,
+    pub error: Option<String>,
     pub size_bytes: u64,
 }
 
@@ -24,36 +37,106 @@ pub struct MonthStatus {
     pub month: String,
     /// Whether the month's files are open now (idle months are closed).
     pub open: bool,
+    pub epoch: Option<String>,
     pub nodes: Vec<NodeStatus>,
 }
 
-fn status_of(month: MonthId, data_dir: &std::path::Path, open: Option<&Arc<Month>>) -> MonthStatus {
-    let dir = data_dir.join(month.to_string());
-    // Replicas arrive with replication; today a month is its primary.
-    let path = dir.join("node_0.db");
-    let size_bytes = ["", ".wal"]
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStatus {
+    pub month: String,
+    /// The primary's LSN every replica reached.
+    pub lsn: u64,
+    pub replicas: usize,
+}
+
+fn file_size(path: &Path) -> u64 {
+    ["", ".wal"]
         .iter()
         .filter_map(|ext| std::fs::metadata(format!("{}{ext}", path.display())).ok())
         .map(|m| m.len())
-        .sum();
-    let healthy = match open {
-        Some(m) => m
-            .primary()
-            .connect()
-            .and_then(|c| Ok(c.execute_batch("SELECT 1")?))
-            .is_ok(),
-        None => path.exists(),
+        .sum()
+}
+
+fn status_of(
+    month: MonthId,
+    data_dir: &Path,
+    replicas: usize,
+    open: Option<&Arc<Month>>,
+) -> MonthStatus {
+    let dir = data_dir.join(month.to_string());
+    let Some(m) = open else {
+        let nodes = (0..=replicas)
+            .map(|i| {
+                let path = dir.join(format!("node_{i}.db"));
+                NodeStatus {
+                    id: i,
+                    role: if i == 0 { "primary" } else { "replica" },
+                    healthy: path.exists(),
+                    state: "closed",
+                    size_bytes: file_size(&path),
+                    path: path.display().to_string(),
+                    applied_lsn: None,
+                    lag_lsn: None,
+                    lag_ms: None,
+                    error: None,
+                }
+            })
+            .collect();
+        return MonthStatus {
+            month: month.to_string(),
+            open: false,
+            epoch: None,
+            nodes,
+        };
     };
+    let last = m.log.last_lsn();
+    let healthy = m
+        .primary()
+        .connect()
+        .and_then(|c| Ok(c.execute_batch("SELECT 1")?))
+        .is_ok();
+    let mut nodes = vec![NodeStatus {
+        id: 0,
+        role: "primary",
+        path: m.primary_path.display().to_string(),
+        applied_lsn: Some(last),
+        lag_lsn: Some(0),
+        lag_ms: Some(0),
+        healthy,
+        state: if healthy { "healthy" } else { "failed" },
+        error: None,
+        size_bytes: file_size(&m.primary_path),
+    }];
+    for r in &m.replicas {
+        let applied = r.applied();
+        let lag_ms = if applied >= last {
+            0
+        } else {
+            m.log
+                .commit_time(applied + 1)
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        };
+        let health = r.health();
+        nodes.push(NodeStatus {
+            id: r.index,
+            role: "replica",
+            path: r.path.display().to_string(),
+            applied_lsn: Some(applied),
+            lag_lsn: Some(last.saturating_sub(applied)),
+            lag_ms: Some(lag_ms),
+            healthy: health == Health::Healthy,
+            state: health.name(),
+            error: r.last_error.lock().clone(),
+            size_bytes: file_size(&r.path),
+        });
+    }
     MonthStatus {
         month: month.to_string(),
-        open: open.is_some(),
-        nodes: vec![NodeStatus {
-            id: 0,
-            role: "primary",
-            path: path.display().to_string(),
-            healthy,
-            size_bytes,
-        }],
+        open: true,
+        epoch: Some(m.log.epoch.clone()),
+        nodes,
     }
 }
 
@@ -64,7 +147,7 @@ impl Engine {
         let me = Arc::clone(self);
         blocking(move || {
             let m = me.months.get_or_create(id)?;
-            Ok(status_of(id, &me.cfg.data_dir, Some(&m)))
+            Ok(status_of(id, &me.cfg.data_dir, me.cfg.replicas, Some(&m)))
         })
         .await
     }
@@ -84,9 +167,107 @@ impl Engine {
         blocking(move || {
             Ok(ids
                 .into_iter()
-                .map(|id| status_of(id, &me.cfg.data_dir, me.months.get_open(id).as_ref()))
+                .map(|id| {
+                    let open = me.months.get_open(id);
+                    status_of(id, &me.cfg.data_dir, me.cfg.replicas, open.as_ref())
+                })
                 .collect())
         })
         .await
+    }
+
+    /// Waits until every replica of the month (or of every month) is
+    /// healthy and has applied the primary's last change set.
+    pub async fn sync(
+        self: &Arc<Self>,
+        month: Option<&str>,
+        timeout: Duration,
+    ) -> EngineResult<Vec<SyncStatus>> {
+        let ids = self.months_for(month)?;
+        if let (Some(m), true) = (month, ids.is_empty()) {
+            return Err(EngineError::not_found(format!("month {m} does not exist")));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(m) = self.existing_month(id).await? else {
+                continue;
+            };
+            let target = m.log.last_lsn();
+            loop {
+                let notified = m.log.applied.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let behind: Vec<String> = m
+                    .replicas
+                    .iter()
+                    .filter(|r| r.health() != Health::Healthy || r.applied() < target)
+                    .map(|r| format!("node_{} ({}, LSN {})", r.index, r.health().name(), r.applied()))
+                    .collect();
+                if behind.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(EngineError::new(
+                        ErrorClass::DeadlineExceeded,
+                        format!("{id}: replicas did not reach LSN {target} in time: {}", behind.join(", ")),
+                    ));
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+            }
+            out.push(SyncStatus {
+                month: id.to_string(),
+                lsn: target,
+                replicas: m.replicas.len(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds one replica from its primary (in the background; `sync`
+    /// waits for it).
+    pub async fn resync_replica(self: &Arc<Self>, month: &str, node: usize) -> EngineResult<()> {
+        let id: MonthId = month.parse()?;
+        let m = self
+            .existing_month(id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(format!("month {month} does not exist")))?;
+        let r = m
+            .replicas
+            .iter()
+            .find(|r| r.index == node)
+            .ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "node {node} is not a replica of {month} (replicas are 1..={})",
+                    m.replicas.len()
+                ))
+            })?;
+        r.request_rebuild();
+        Ok(())
+    }
+
+    /// Drops log entries every healthy replica has applied (janitor).
+    pub(super) fn prune_logs(&self) {
+        for m in self.months.open_months() {
+            let last = m.log.last_lsn();
+            let upto = m
+                .replicas
+                .iter()
+                .filter(|r| r.health() == Health::Healthy)
+                .map(|r| r.applied())
+                .min()
+                .unwrap_or(last);
+            if upto <= m.log.pruned() {
+                continue;
+            }
+            let out = m
+                .primary()
+                .lease()
+                .and_then(|mut l| l.with(|c| capture::prune(c, upto)));
+            match out {
+                Ok(()) => m.log.set_pruned(upto),
+                Err(e) => tracing::debug!(month = %m.id, error = %e, "log pruning postponed"),
+            }
+        }
     }
 }

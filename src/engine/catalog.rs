@@ -43,7 +43,7 @@ pub struct ForeignKey {
 }
 
 /// Runs an internal query and returns every cell as an optional string.
-fn rows(conn: &Conn, sql: &str) -> EngineResult<Vec<Vec<Option<String>>>> {
+pub(super) fn rows(conn: &Conn, sql: &str) -> EngineResult<Vec<Vec<Option<String>>>> {
     let mut res = conn.query(sql)?;
     let mut out = Vec::new();
     while let Some(batch) = res.next_batch()? {

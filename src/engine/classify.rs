@@ -21,7 +21,7 @@ pub fn classify(t: StatementType) -> StatementKind {
     use StatementType::*;
     match t {
         Select | Explain | Call | Pragma => StatementKind::Read,
-        Insert | Update | Delete | MergeInto | Create | CreateFunc | Alter | Drop | Analyze
+        Insert | Update | Delete | MergeInto | Create | CreateFunc | Alter | Drop | Multi | Analyze
         | Vacuum => StatementKind::Write,
         Transaction => StatementKind::Transaction,
         Attach | Detach => {

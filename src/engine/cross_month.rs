@@ -150,10 +150,18 @@ impl Engine {
     ) -> EngineResult<BatchStream> {
         let plan = self.plan_cross_month(spec, sql).await?;
         let unified = Arc::clone(&plan.schema);
-        let nodes = plan
+        // Each month is read on a random healthy replica (else its primary).
+        let picks: Vec<(Arc<Month>, Arc<super::node::Node>, usize)> = plan
             .months
             .iter()
-            .map(|m| format!("{}/node_0", m.id))
+            .map(|m| {
+                let (node, i) = m.read_node();
+                (Arc::clone(m), node, i)
+            })
+            .collect();
+        let nodes = picks
+            .iter()
+            .map(|(m, _, i)| format!("{}/node_{i}", m.id))
             .collect::<Vec<_>>()
             .join(",");
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -161,9 +169,9 @@ impl Engine {
         // One deadline for the whole cross-month statement.
         let deadline = self.deadline();
         tokio::spawn(async move {
-            for m in plan.months {
+            for (m, node, _) in picks {
                 let month = m.id.to_string();
-                let lease = match m.primary().lease() {
+                let lease = match node.lease() {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -171,7 +179,13 @@ impl Engine {
                     }
                 };
                 let (schema_rx, mut inner) =
-                    exec::spawn_stream(lease, sql.clone(), params.clone(), false, deadline.clone());
+                    exec::spawn_stream(
+                    lease,
+                    sql.clone(),
+                    params.clone(),
+                    exec::Mode::ReadOnly,
+                    deadline.clone(),
+                );
                 match schema_rx.await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {

@@ -16,6 +16,10 @@ pub enum ErrorClass {
     DeadlineExceeded,
     Unavailable,
     Internal,
+    /// A replica could not answer (a write, or a catalog it has not caught
+    /// up with yet): the engine retries on the primary. Never reaches a
+    /// client as such.
+    WrongNode,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,16 +2,46 @@
 //! blocking pool). Results leave through a bounded channel, so a slow client
 //! pauses DuckDB instead of growing memory.
 
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::duck::{bind_row, Conn, Prepared};
+use crate::duck::{bind_row, Conn, Prepared, StatementType};
 
+use super::capture;
+use super::changelog::ChangeLog;
 use super::classify::{classify, refuse, StatementKind};
 use super::deadline::Deadline;
-use super::error::{EngineError, EngineResult};
+use super::error::{EngineError, EngineResult, ErrorClass};
 use super::node::Lease;
+
+/// How a connection may be used.
+#[derive(Clone)]
+pub enum Mode {
+    /// Reads only, inside a READ ONLY transaction (replicas, cross-month
+    /// reads, the scratch database). Anything else fails with
+    /// [`ErrorClass::WrongNode`] so the engine can retry on the primary.
+    ReadOnly,
+    /// The month's primary: reads stream; writes are captured into the
+    /// change log. `txn` is the capture id of the enclosing Flight SQL
+    /// transaction (`None`: each call commits on its own).
+    Primary {
+        log: Arc<ChangeLog>,
+        txn: Option<u64>,
+    },
+}
+
+/// What a write produced.
+pub struct Written {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub changed: u64,
+    /// The LSN of the change set it committed (none inside a transaction or
+    /// when nothing replicable changed).
+    pub lsn: Option<u64>,
+}
 
 /// Batches in flight between DuckDB and the client, per stream.
 pub const CHANNEL_DEPTH: usize = 4;
@@ -61,38 +91,6 @@ impl Coalescer {
     }
 }
 
-/// Executes every statement of `sql` but the last, and prepares the last.
-/// Each statement is classified by DuckDB before it runs; `allow_write`
-/// false refuses writes (reads routed to nodes that must not change).
-pub fn prepare_script<'c>(
-    conn: &'c Conn,
-    sql: &str,
-    allow_write: bool,
-) -> EngineResult<(Prepared<'c>, StatementKind)> {
-    let script = conn.extract(sql)?;
-    let n = script.len();
-    for i in 0..n {
-        let mut stmt = script.prepare(conn, i)?;
-        let kind = classify(stmt.statement_type());
-        if let Some(e) = refuse(kind) {
-            return Err(e);
-        }
-        if kind == StatementKind::Write && !allow_write {
-            return Err(EngineError::new(
-                super::error::ErrorClass::FailedPrecondition,
-                "this node is read-only",
-            ));
-        }
-        if i + 1 == n {
-            return Ok((stmt, kind));
-        }
-        stmt.execute()?;
-    }
-    Err(EngineError::invalid(
-        "Parser Error: no statement to execute",
-    ))
-}
-
 /// The parameter rows to run: one execution per row, or one without
 /// parameters.
 fn param_rows(params: &[RecordBatch]) -> Vec<Option<(&RecordBatch, usize)>> {
@@ -118,17 +116,43 @@ fn bind(stmt: &mut Prepared<'_>, row: Option<(&RecordBatch, usize)>) -> EngineRe
     Ok(())
 }
 
-/// Starts a streaming execution on a blocking thread. The schema arrives
-/// first (or the error), then batches; the thread stops when the receiver
-/// is dropped, or when `deadline` passes.
+fn is_ddl(t: StatementType) -> bool {
+    matches!(
+        t,
+        StatementType::Create
+            | StatementType::CreateFunc
+            | StatementType::Alter
+            | StatementType::Drop
+            | StatementType::Multi
+    )
+}
+
+/// Errors a replica gives for statements the primary may answer: writes
+/// (read-only transaction) and catalog entries it has not caught up with.
+fn wrong_node(e: EngineError) -> EngineError {
+    let m = &e.message;
+    if m.starts_with("Catalog Error")
+        || m.starts_with("Binder Error")
+        || m.contains("read-only mode")
+    {
+        EngineError::new(ErrorClass::WrongNode, e.message)
+    } else {
+        e
+    }
+}
+
+/// Starts an execution on a blocking thread. The schema arrives first (or
+/// the error) with the LSN a write committed, then batches; the thread stops
+/// when the receiver is dropped, or when `deadline` passes.
+#[allow(clippy::type_complexity)]
 pub fn spawn_stream(
     mut lease: Lease,
     sql: String,
     params: Vec<RecordBatch>,
-    allow_write: bool,
+    mode: Mode,
     deadline: Option<Deadline>,
 ) -> (
-    oneshot::Receiver<EngineResult<SchemaRef>>,
+    oneshot::Receiver<EngineResult<(SchemaRef, Option<u64>)>>,
     mpsc::Receiver<EngineResult<RecordBatch>>,
 ) {
     let (schema_tx, schema_rx) = oneshot::channel();
@@ -137,7 +161,7 @@ pub fn spawn_stream(
         let mut schema_tx = Some(schema_tx);
         let outcome = lease.with(|conn| {
             Deadline::run(deadline.as_ref(), conn, |conn| {
-                stream_into(conn, &sql, &params, allow_write, &mut schema_tx, &tx)
+                run_on(conn, &sql, &params, &mode, &mut schema_tx, &tx)
             })
         });
         if let Err(e) = outcome {
@@ -154,21 +178,84 @@ pub fn spawn_stream(
     (schema_rx, rx)
 }
 
-/// Runs the statement and sends its schema, then its batches.
-fn stream_into(
+type SchemaTx = Option<oneshot::Sender<EngineResult<(SchemaRef, Option<u64>)>>>;
+
+fn run_on(
     conn: &Conn,
     sql: &str,
     params: &[RecordBatch],
-    allow_write: bool,
-    schema_tx: &mut Option<oneshot::Sender<EngineResult<SchemaRef>>>,
+    mode: &Mode,
+    schema_tx: &mut SchemaTx,
     tx: &mpsc::Sender<EngineResult<RecordBatch>>,
 ) -> EngineResult<()> {
-    let (mut stmt, _) = prepare_script(conn, sql, allow_write)?;
+    match mode {
+        Mode::ReadOnly => {
+            conn.execute_batch("BEGIN TRANSACTION READ ONLY")?;
+            let out = (|| {
+                let script = conn.extract(sql)?;
+                if script.len() != 1 {
+                    return Err(EngineError::new(ErrorClass::WrongNode, "script"));
+                }
+                let stmt = script.prepare(conn, 0)?;
+                let kind = classify(stmt.statement_type());
+                if let Some(e) = refuse(kind) {
+                    return Err(e);
+                }
+                if kind != StatementKind::Read {
+                    return Err(EngineError::new(ErrorClass::WrongNode, "write"));
+                }
+                stream_prepared(stmt, params, None, schema_tx, tx)
+            })();
+            let _ = conn.execute_batch("ROLLBACK");
+            out.map_err(wrong_node)
+        }
+        Mode::Primary { log, txn } => {
+            let script = conn.extract(sql)?;
+            if script.len() == 1 {
+                let stmt = script
+                    .prepare(conn, 0)
+                    .map_err(|e| explain_capture_error(e.into()))?;
+                let kind = classify(stmt.statement_type());
+                if let Some(e) = refuse(kind) {
+                    return Err(e);
+                }
+                if kind == StatementKind::Read && !reads_write(&stmt) {
+                    return stream_prepared(stmt, params, None, schema_tx, tx);
+                }
+            }
+            let w = write(conn, sql, params, log, *txn)?;
+            if let Some(s) = schema_tx.take() {
+                let _ = s.send(Ok((w.schema, w.lsn)));
+            }
+            for b in w.batches {
+                if tx.blocking_send(Ok(b)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A "read" that changes state: `EXPLAIN ANALYZE <write>` runs the write.
+fn reads_write(stmt: &Prepared<'_>) -> bool {
+    stmt.statement_type() == StatementType::Explain
+}
+
+/// Streams one prepared statement's results (one execution per parameter
+/// row).
+fn stream_prepared(
+    mut stmt: Prepared<'_>,
+    params: &[RecordBatch],
+    lsn: Option<u64>,
+    schema_tx: &mut SchemaTx,
+    tx: &mpsc::Sender<EngineResult<RecordBatch>>,
+) -> EngineResult<()> {
     for row in param_rows(params) {
         bind(&mut stmt, row)?;
         let mut res = stmt.execute_streaming()?;
         if let Some(s) = schema_tx.take() {
-            let _ = s.send(Ok(res.schema()));
+            let _ = s.send(Ok((res.schema(), lsn)));
         }
         let mut out = Coalescer::default();
         while let Some(batch) = res.next_batch()? {
@@ -187,74 +274,135 @@ fn stream_into(
     Ok(())
 }
 
-/// Runs a script and collects the last statement's result (for writes sent
-/// through the query path: DDL, DML and `RETURNING`, whose results DuckDB
-/// materialises anyway). Parameter rows run in one transaction.
-pub fn run_collect(
+/// Runs a write on the primary: in the enclosing Flight SQL transaction
+/// (`txn`), or in its own captured transaction that commits with its change
+/// set. Many parameter rows run in the same transaction (all or nothing).
+pub fn write(
     conn: &Conn,
     sql: &str,
     params: &[RecordBatch],
-    in_txn: bool,
-) -> EngineResult<(SchemaRef, Vec<RecordBatch>)> {
-    let (mut stmt, _) = prepare_script(conn, sql, true)?;
-    let rows = param_rows(params);
-    atomically(conn, in_txn || rows.len() < 2, || {
-        let mut schema = None;
-        let mut out = Vec::new();
-        for row in rows {
-            bind(&mut stmt, row)?;
-            let mut res = stmt.execute_owned()?;
-            schema.get_or_insert_with(|| res.schema());
-            while let Some(b) = res.next_batch()? {
-                out.push(b);
+    log: &ChangeLog,
+    txn: Option<u64>,
+) -> EngineResult<Written> {
+    let (id, own) = match txn {
+        Some(t) => (t, false),
+        None => (capture::begin(conn, log)?, true),
+    };
+    let out = run_statements(conn, sql, params, id).map_err(explain_capture_error);
+    match out {
+        Ok(mut w) => {
+            if own {
+                w.lsn = capture::commit(conn, id, log)?;
             }
+            Ok(w)
         }
-        let schema = match schema {
-            Some(s) => s,
-            None => stmt.result_schema()?,
-        };
-        Ok((schema, out))
+        Err(e) => {
+            if own {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// DuckDB refuses upserts and MERGE on tables with the capture triggers:
+/// say why and what to do instead.
+pub(super) fn explain_capture_error(e: EngineError) -> EngineError {
+    if e.message.contains("REFERENCING NEW TABLE AS triggers")
+        || e.message.contains("not supported on tables with triggers")
+    {
+        EngineError::invalid(format!(
+            "{}. duckflock replicates the rows each statement changed, captured by statement triggers, and DuckDB cannot capture INSERT OR REPLACE, ON CONFLICT DO UPDATE or MERGE that way yet: use UPDATE, or DELETE then INSERT, in one transaction",
+            e.message
+        ))
+    } else {
+        e
+    }
+}
+
+fn run_statements(
+    conn: &Conn,
+    sql: &str,
+    params: &[RecordBatch],
+    txn: u64,
+) -> EngineResult<Written> {
+    let script = conn.extract(sql)?;
+    let n = script.len();
+    for i in 0..n {
+        let mut stmt = script.prepare(conn, i)?;
+        let st = stmt.statement_type();
+        if let Some(e) = refuse(classify(st)) {
+            return Err(e);
+        }
+        if is_ddl(st) {
+            if n > 1 {
+                return Err(EngineError::invalid(
+                    "DDL must be sent as a statement of its own (not inside a multi-statement script), so that replicas can replay it",
+                ));
+            }
+            if !params.is_empty() {
+                return Err(EngineError::invalid("DDL takes no parameters"));
+            }
+            let before = capture::catalog_fingerprint(conn)?;
+            capture::before_ddl(conn)?;
+            let mut w = collect(&mut stmt, &[])?;
+            let after = capture::catalog_fingerprint(conn)?;
+            capture::after_ddl(conn, txn, sql, before != after)?;
+            w.changed = 0;
+            return Ok(w);
+        }
+        if i + 1 < n {
+            stmt.execute()?;
+            continue;
+        }
+        return collect(&mut stmt, params);
+    }
+    Err(EngineError::invalid(
+        "Parser Error: no statement to execute",
+    ))
+}
+
+/// Executes a statement once per parameter row, collecting results.
+fn collect(stmt: &mut Prepared<'_>, params: &[RecordBatch]) -> EngineResult<Written> {
+    let mut schema = None;
+    let mut batches = Vec::new();
+    let mut changed = 0u64;
+    for row in param_rows(params) {
+        bind(stmt, row)?;
+        let mut res = stmt.execute_owned()?;
+        changed += res.rows_changed();
+        schema.get_or_insert_with(|| res.schema());
+        while let Some(b) = res.next_batch()? {
+            batches.push(b);
+        }
+    }
+    let schema = match schema {
+        Some(s) => s,
+        None => stmt
+            .result_schema()
+            .unwrap_or_else(|_| Arc::new(Schema::empty())),
+    };
+    Ok(Written {
+        schema,
+        batches,
+        changed,
+        lsn: None,
     })
 }
 
-/// Runs a script for its row count; many parameter rows run as one
-/// transaction (all or nothing).
+/// Runs a statement for its row count (and the LSN it committed): on the
+/// primary as a captured write, elsewhere as a read.
 pub fn run_update(
     conn: &Conn,
     sql: &str,
     params: &[RecordBatch],
-    in_txn: bool,
-) -> EngineResult<u64> {
-    let (mut stmt, _) = prepare_script(conn, sql, true)?;
-    let rows = param_rows(params);
-    atomically(conn, in_txn || rows.len() < 2, || {
-        let mut changed = 0u64;
-        for row in rows {
-            bind(&mut stmt, row)?;
-            changed += stmt.execute()?;
-        }
-        Ok(changed)
-    })
-}
-
-/// Runs `f` inside BEGIN/COMMIT unless `already_atomic`; rolls back on error.
-fn atomically<T>(
-    conn: &Conn,
-    already_atomic: bool,
-    f: impl FnOnce() -> EngineResult<T>,
-) -> EngineResult<T> {
-    if already_atomic {
-        return f();
-    }
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    match f() {
-        Ok(v) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+    mode: &Mode,
+) -> EngineResult<Written> {
+    match mode {
+        Mode::Primary { log, txn } => write(conn, sql, params, log, *txn),
+        Mode::ReadOnly => Err(EngineError::new(
+            ErrorClass::FailedPrecondition,
+            "this node is read-only",
+        )),
     }
 }

@@ -7,7 +7,10 @@
 //! and reads on it are answered by an empty scratch database.
 
 mod admin;
+mod apply;
+mod capture;
 mod catalog;
+mod changelog;
 mod classify;
 mod cross_month;
 mod deadline;
@@ -17,6 +20,7 @@ mod month;
 mod months;
 mod node;
 mod prepared;
+mod replica;
 mod sessions;
 mod state;
 
@@ -30,10 +34,11 @@ use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use admin::{MonthStatus, NodeStatus};
+pub use admin::{MonthStatus, NodeStatus, SyncStatus};
 pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
+use exec::Mode;
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
 
@@ -58,6 +63,8 @@ pub struct EngineConfig {
     pub query_timeout: Option<Duration>,
     /// Idle time after which a session is closed and a transaction rolled back.
     pub session_timeout: Duration,
+    /// Replicas per month (`node_1..=N`).
+    pub replicas: usize,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -72,6 +79,9 @@ pub struct CallContext {
     pub transaction: Option<String>,
     /// Raw `x-duckflock-months` header: a cross-month read.
     pub months: Option<String>,
+    /// Raw `x-duckflock-token` header: read only from a node holding that
+    /// write.
+    pub token: Option<String>,
 }
 
 /// A statement that started executing: its result waits under `id` for the
@@ -81,19 +91,34 @@ pub struct Planned {
     pub schema: SchemaRef,
     /// The node(s) that answered (see [`BatchStream::node`]).
     pub node: String,
+    /// Read-your-writes token of the write it committed.
+    pub token: Option<String>,
 }
 
 /// Name reported for the empty scratch database that answers reads of
 /// months that do not exist yet.
 pub const SCRATCH_NODE: &str = "scratch";
 
-/// Where a statement runs: the connection, whether it is inside a Flight SQL
-/// transaction, and the node's name.
+/// Where a statement runs: the connection, how it may be used, and the
+/// node's name.
 struct Routed {
     lease: Lease,
-    in_txn: bool,
+    mode: Mode,
     node: String,
+    /// The month (for tokens), when it exists.
+    month: Option<Arc<months::Month>>,
 }
+
+/// Whether a statement should prefer a replica.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prefer {
+    Replica,
+    Primary,
+}
+
+/// How long a read carrying a token waits for a replica to catch up before
+/// it is served by the primary.
+const TOKEN_WAIT: Duration = Duration::from_secs(2);
 
 /// A result leaving DuckDB: the batches already produced (`head`), then the
 /// rest as DuckDB produces them (`rest`, fed through a bounded channel).
@@ -104,6 +129,8 @@ pub struct BatchStream {
     pub node: String,
     pub head: Vec<RecordBatch>,
     pub rest: Option<mpsc::Receiver<EngineResult<RecordBatch>>>,
+    /// Read-your-writes token of the write it committed.
+    pub token: Option<String>,
 }
 
 pub struct PreparedInfo {
@@ -149,7 +176,8 @@ impl Engine {
             temp_directory: Some(cfg.data_dir.join(".tmp").to_string_lossy().into_owned()),
             read_only: false,
         };
-        let months = MonthRegistry::open(cfg.data_dir.clone(), opts, cfg.memory_budget)?;
+        let months =
+            MonthRegistry::open(cfg.data_dir.clone(), opts, cfg.memory_budget, cfg.replicas)?;
         let keywords = catalog::keywords(months.void())?;
         let session_timeout = cfg.session_timeout;
         Ok(Arc::new(Engine {
@@ -188,7 +216,11 @@ impl Engine {
                 }
                 let idle = engine.cfg.month_idle_timeout;
                 let me = Arc::clone(&engine);
-                let _ = tokio::task::spawn_blocking(move || me.months.close_idle(idle)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    me.prune_logs();
+                    me.months.close_idle(idle)
+                })
+                .await;
             }
         });
     }
@@ -236,26 +268,38 @@ impl Engine {
 
     /// The connection a statement runs on. `sql` is used to decide whether a
     /// statement on a month that does not exist yet is a write (which creates
-    /// the month) or a read (answered by the empty scratch database).
+    /// the month) or a read (answered by the empty scratch database). Reads
+    /// outside transactions and sessions prefer a random healthy replica.
     async fn lease_for(
         self: &Arc<Self>,
         ctx: &CallContext,
         month: MonthId,
         sql: Option<&str>,
+        prefer: Prefer,
     ) -> EngineResult<Routed> {
         let primary = format!("{month}/node_0");
         if let Some(txn) = &ctx.transaction {
-            let mut txns = self.state.transactions.lock();
-            let t = txns.get_mut(txn).ok_or_else(|| {
-                EngineError::not_found(format!(
-                    "transaction {txn} does not exist (expired or ended)"
-                ))
+            let (conn, capture_id, txn_month) = {
+                let mut txns = self.state.transactions.lock();
+                let t = txns.get_mut(txn).ok_or_else(|| {
+                    EngineError::not_found(format!(
+                        "transaction {txn} does not exist (expired or ended)"
+                    ))
+                })?;
+                t.last_used = Instant::now();
+                (Arc::clone(&t.conn), t.capture_id, t.month)
+            };
+            let m = self.existing_month(txn_month).await?.ok_or_else(|| {
+                EngineError::not_found(format!("month {txn_month} does not exist"))
             })?;
-            t.last_used = Instant::now();
             return Ok(Routed {
-                lease: Lease::Shared(Arc::clone(&t.conn)),
-                in_txn: true,
-                node: format!("{}/node_0", t.month),
+                lease: Lease::Shared(conn),
+                mode: Mode::Primary {
+                    log: Arc::clone(&m.log),
+                    txn: Some(capture_id),
+                },
+                node: format!("{txn_month}/node_0"),
+                month: Some(m),
             });
         }
         let month_obj = match self.existing_month(month).await? {
@@ -276,38 +320,85 @@ impl Engine {
                 if !writes {
                     return Ok(Routed {
                         lease: self.months.void().lease()?,
-                        in_txn: false,
+                        mode: Mode::ReadOnly,
                         node: SCRATCH_NODE.to_string(),
+                        month: None,
                     });
                 }
                 let me = Arc::clone(self);
                 blocking(move || me.months.get_or_create(month)).await?
             }
         };
+        let primary_mode = Mode::Primary {
+            log: Arc::clone(&month_obj.log),
+            txn: None,
+        };
         if let Some(sid) = &ctx.session {
-            let mut sessions = self.state.sessions.lock();
-            if let Some(s) = sessions.get_mut(sid) {
-                s.last_used = Instant::now();
-                let conn = match s.conns.get(&month) {
-                    Some(c) => Arc::clone(c),
-                    None => {
-                        let conn = Arc::new(Mutex::new(month_obj.primary().connect()?));
-                        s.conns.insert(month, Arc::clone(&conn));
-                        conn
+            let conn = {
+                let mut sessions = self.state.sessions.lock();
+                match sessions.get_mut(sid) {
+                    Some(s) => {
+                        s.last_used = Instant::now();
+                        Some(match s.conns.get(&month) {
+                            Some(c) => Arc::clone(c),
+                            None => {
+                                let conn = Arc::new(Mutex::new(month_obj.primary().connect()?));
+                                s.conns.insert(month, Arc::clone(&conn));
+                                conn
+                            }
+                        })
                     }
-                };
+                    None => None,
+                }
+            };
+            if let Some(conn) = conn {
                 return Ok(Routed {
                     lease: Lease::Shared(conn),
-                    in_txn: false,
+                    mode: primary_mode,
                     node: primary,
+                    month: Some(month_obj),
                 });
+            }
+        }
+        if prefer == Prefer::Replica {
+            let min_lsn = self.token_lsn(ctx, &month_obj);
+            if let Some(min_lsn) = min_lsn {
+                if let Some((node, i)) = pick_replica(&month_obj, min_lsn).await {
+                    return Ok(Routed {
+                        lease: node.lease()?,
+                        mode: Mode::ReadOnly,
+                        node: format!("{month}/node_{i}"),
+                        month: Some(month_obj),
+                    });
+                }
             }
         }
         Ok(Routed {
             lease: month_obj.primary().lease()?,
-            in_txn: false,
+            mode: primary_mode,
             node: primary,
+            month: Some(month_obj),
         })
+    }
+
+    /// The LSN a read must see: 0 without a token; `None` when the token
+    /// is from another history of this month (only the primary is safe).
+    fn token_lsn(&self, ctx: &CallContext, m: &months::Month) -> Option<u64> {
+        let Some(token) = &ctx.token else {
+            return Some(0);
+        };
+        let mut parts = token.splitn(3, ':');
+        let (Some(month), Some(epoch), Some(lsn)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Some(0);
+        };
+        if month != m.id.to_string() {
+            return Some(0); // a write to another month says nothing here
+        }
+        if epoch != m.log.epoch {
+            return None;
+        }
+        lsn.parse().ok().or(Some(0))
     }
 
     /// The month if it exists, opened if needed.
@@ -356,6 +447,7 @@ impl Engine {
         let id = new_id();
         let schema = Arc::clone(&stream.schema);
         let node = stream.node.clone();
+        let token = stream.token.clone();
         let evicted = {
             let mut parked = self.state.parked.lock();
             parked.insert(
@@ -379,7 +471,12 @@ impl Engine {
             oldest.and_then(|k| parked.remove(&k))
         };
         drop(evicted); // outside the lock: dropping stops the producer
-        Planned { id, schema, node }
+        Planned {
+            id,
+            schema,
+            node,
+            token,
+        }
     }
 
     /// Takes a parked result (each can be fetched once).
@@ -395,7 +492,9 @@ impl Engine {
     }
 
     /// Executes a statement and returns its result stream once DuckDB has
-    /// produced the first batch (or finished, or failed).
+    /// produced the first batch (or finished, or failed). Reads go to a
+    /// replica; what a replica cannot answer (a write, a table it has not
+    /// caught up with) is retried on the primary.
     pub async fn stream_query(
         self: &Arc<Self>,
         ctx: &CallContext,
@@ -411,58 +510,125 @@ impl Engine {
             return self.stream_cross_month(spec, sql, params).await;
         }
         let month = self.resolve_month(ctx)?;
-        let routed = self.lease_for(ctx, month, Some(sql)).await?;
-        let (schema_rx, rx) =
-            exec::spawn_stream(routed.lease, sql.to_string(), params, true, self.deadline());
-        let schema = schema_rx
-            .await
-            .map_err(|_| EngineError::internal("execution ended without a result"))??;
-        first_batch(schema, rx, routed.node).await
+        let routed = self.lease_for(ctx, month, Some(sql), Prefer::Replica).await?;
+        let replica_read = routed.node != SCRATCH_NODE && matches!(routed.mode, Mode::ReadOnly);
+        match self.stream_on(routed, sql, params.clone()).await {
+            Err(e) if e.class == ErrorClass::WrongNode && replica_read => {
+                let routed = self.lease_for(ctx, month, Some(sql), Prefer::Primary).await?;
+                self.stream_on(routed, sql, params).await
+            }
+            Err(e) if e.class == ErrorClass::WrongNode => Err(EngineError::new(
+                ErrorClass::FailedPrecondition,
+                format!("{} (month {month} does not exist yet: only reads run on it)", e.message),
+            )),
+            other => other,
+        }
     }
 
-    /// Executes a statement for its affected-row count. Many parameter rows
-    /// run as one transaction.
+    async fn stream_on(
+        self: &Arc<Self>,
+        routed: Routed,
+        sql: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<BatchStream> {
+        let Routed {
+            lease,
+            mode,
+            node,
+            month,
+        } = routed;
+        let (schema_rx, rx) =
+            exec::spawn_stream(lease, sql.to_string(), params, mode, self.deadline());
+        let (schema, lsn) = schema_rx
+            .await
+            .map_err(|_| EngineError::internal("execution ended without a result"))??;
+        let mut stream = first_batch(schema, rx, node).await?;
+        stream.token = token(month.as_deref(), lsn);
+        Ok(stream)
+    }
+
+    /// Executes a statement for its affected-row count (and the token of
+    /// the write). Many parameter rows run as one transaction.
     pub async fn execute_update(
         self: &Arc<Self>,
         ctx: &CallContext,
         sql: &str,
         params: Vec<RecordBatch>,
-    ) -> EngineResult<u64> {
+    ) -> EngineResult<(u64, Option<String>)> {
         if ctx.months.is_some() {
             return Err(EngineError::invalid(
                 "x-duckflock-months is for read statements only",
             ));
         }
         let owned = sql.to_string();
-        let (changed, _) = self
-            .run_to_end(ctx, sql, move |conn, in_txn| {
-                exec::run_update(conn, &owned, &params, in_txn)
+        let (w, _, token) = self
+            .run_to_end(ctx, sql, move |conn, mode| {
+                exec::run_update(conn, &owned, &params, mode)
             })
             .await?;
-        Ok(changed)
+        Ok((w.changed, token))
     }
 
-    /// Runs `f` to completion on the connection `ctx` routes `sql` to, under
-    /// the query timeout, on the blocking pool. Returns `f`'s answer and the
-    /// node that ran it.
-    async fn run_to_end<T: Send + 'static>(
+    /// Runs a write to completion on the primary `ctx` routes `sql` to,
+    /// under the query timeout, on the blocking pool. Returns what it wrote,
+    /// the node and the token.
+    async fn run_to_end(
         self: &Arc<Self>,
         ctx: &CallContext,
         sql: &str,
-        f: impl FnOnce(&crate::duck::Conn, bool) -> EngineResult<T> + Send + 'static,
-    ) -> EngineResult<(T, String)> {
+        f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<exec::Written> + Send + 'static,
+    ) -> EngineResult<(exec::Written, String, Option<String>)> {
         let month = self.resolve_month(ctx)?;
         let Routed {
             mut lease,
-            in_txn,
+            mode,
             node,
-        } = self.lease_for(ctx, month, Some(sql)).await?;
+            month,
+        } = self.lease_for(ctx, month, Some(sql), Prefer::Primary).await?;
         let deadline = self.deadline();
         let out = blocking(move || {
-            lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, in_txn)))
+            lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, &mode)))
         })
         .await?;
-        Ok((out, node))
+        let token = token(month.as_deref(), out.lsn);
+        Ok((out, node, token))
+    }
+}
+
+/// The read-your-writes token of change set `lsn` of `month`.
+fn token(month: Option<&months::Month>, lsn: Option<u64>) -> Option<String> {
+    let (m, lsn) = (month?, lsn?);
+    Some(format!("{}:{}:{lsn}", m.id, m.log.epoch))
+}
+
+/// A random healthy replica that has applied `min_lsn`; waits up to
+/// [`TOKEN_WAIT`] for one to catch up. The applied LSN only grows and is
+/// published after the replica's COMMIT, so a query that starts after this
+/// check sees the write.
+async fn pick_replica(m: &months::Month, min_lsn: u64) -> Option<(Arc<node::Node>, usize)> {
+    let deadline = tokio::time::Instant::now() + TOKEN_WAIT;
+    loop {
+        let notified = m.log.applied.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let ready: Vec<(Arc<node::Node>, usize)> = m
+            .replicas
+            .iter()
+            .filter(|r| r.applied() >= min_lsn)
+            .filter_map(|r| r.serving().map(|n| (n, r.index)))
+            .collect();
+        if !ready.is_empty() {
+            let i = rand::random_range(0..ready.len());
+            return ready.into_iter().nth(i);
+        }
+        let waiting = m
+            .replicas
+            .iter()
+            .any(|r| r.serving().is_some() && r.applied() < min_lsn);
+        if min_lsn == 0 || !waiting || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        let _ = tokio::time::timeout_at(deadline, notified).await;
     }
 }
 
@@ -479,6 +645,7 @@ async fn first_batch(
             node,
             head: vec![first],
             rest: Some(rx),
+            token: None,
         },
         Some(Err(e)) => return Err(e),
         None => BatchStream {
@@ -486,6 +653,7 @@ async fn first_batch(
             node,
             head: Vec::new(),
             rest: None,
+            token: None,
         },
     })
 }

@@ -14,7 +14,10 @@ use crate::duck::DbOptions;
 
 use super::error::{EngineError, EngineResult};
 use super::month::MonthId;
+use super::capture;
+use super::changelog::ChangeLog;
 use super::node::Node;
+use super::replica::{self, Replica};
 
 /// Name of the schema holding the server's bookkeeping inside a node file;
 /// metadata calls hide it.
@@ -26,8 +29,13 @@ const VOID_MEMORY: &str = "64MB";
 
 pub struct Month {
     pub id: MonthId,
-    /// `nodes[0]` is the primary; the rest are replicas.
+    /// `nodes[0]` is the primary (the only node that takes writes).
     pub nodes: Vec<Arc<Node>>,
+    pub primary_path: PathBuf,
+    /// The change log: LSN order, commit lock, appliers' wake-ups.
+    pub log: Arc<ChangeLog>,
+    /// `node_1..=N`, each kept up to date by its applier thread.
+    pub replicas: Vec<Arc<Replica>>,
 }
 
 impl Month {
@@ -43,6 +51,32 @@ impl Month {
                 .nodes
                 .iter()
                 .all(|n| Arc::strong_count(n) == 1 && n.unused())
+            && self.replicas.iter().all(|r| {
+                r.node()
+                    .map(|n| Arc::strong_count(&n) == 2 && n.unused())
+                    .unwrap_or(true)
+            })
+    }
+
+    /// A random healthy replica, else the primary, with its node number.
+    pub fn read_node(&self) -> (Arc<Node>, usize) {
+        let serving: Vec<(Arc<Node>, usize)> = self
+            .replicas
+            .iter()
+            .filter_map(|r| r.serving().map(|n| (n, r.index)))
+            .collect();
+        if serving.is_empty() {
+            return (Arc::clone(self.primary()), 0);
+        }
+        let i = rand::random_range(0..serving.len());
+        serving.into_iter().nth(i).unwrap_or_else(|| (Arc::clone(self.primary()), 0))
+    }
+
+    /// Every open node file of the month (primary first).
+    pub fn open_nodes(&self) -> Vec<Arc<Node>> {
+        let mut out = self.nodes.clone();
+        out.extend(self.replicas.iter().filter_map(|r| r.node()));
+        out
     }
 }
 
@@ -53,6 +87,8 @@ struct OpenMonth {
 
 pub struct MonthRegistry {
     data_dir: PathBuf,
+    /// Replicas per month (`--replicas`).
+    replicas: usize,
     opts: DbOptions,
     /// Bytes of DuckDB memory shared by all open month files.
     budget: u64,
@@ -65,7 +101,12 @@ pub struct MonthRegistry {
 
 impl MonthRegistry {
     /// Scans the data dir for months (without opening them).
-    pub fn open(data_dir: PathBuf, opts: DbOptions, budget: u64) -> EngineResult<Self> {
+    pub fn open(
+        data_dir: PathBuf,
+        opts: DbOptions,
+        budget: u64,
+        replicas: usize,
+    ) -> EngineResult<Self> {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             EngineError::internal(format!(
                 "cannot create data dir {}: {e}",
@@ -93,6 +134,7 @@ impl MonthRegistry {
         tracing::info!(months = known.len(), "found months");
         Ok(MonthRegistry {
             data_dir,
+            replicas,
             opts,
             budget,
             known: RwLock::new(known),
@@ -139,7 +181,7 @@ impl MonthRegistry {
         }
         let created = !self.exists(id);
         let n_open = self.open.lock().len() as u64 + 1;
-        let month = self.open_month(id, self.budget / n_open)?;
+        let month = self.open_month(id, self.budget / (n_open * self.files_per_month()))?;
         self.known.write().insert(id);
         {
             let mut open = self.open.lock();
@@ -156,6 +198,10 @@ impl MonthRegistry {
         Ok(month)
     }
 
+    fn files_per_month(&self) -> u64 {
+        1 + self.replicas as u64
+    }
+
     fn open_month(&self, id: MonthId, memory: u64) -> EngineResult<Arc<Month>> {
         let dir = self.data_dir.join(id.to_string());
         std::fs::create_dir_all(&dir)
@@ -164,24 +210,34 @@ impl MonthRegistry {
             memory_limit: Some(memory_setting(memory)),
             ..self.opts.clone()
         };
-        let primary = Node::open(&dir.join("node_0.db"), &opts)?;
-        primary.connect()?.execute_batch(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
-             CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-             INSERT OR IGNORE INTO {INTERNAL_SCHEMA}.meta VALUES ('month', '{id}'), ('created_at', CAST(now() AS VARCHAR));"
-        ))?;
-        Ok(Arc::new(Month {
+        let primary_path = dir.join("node_0.db");
+        let primary = Node::open(&primary_path, &opts)?;
+        let (epoch, last_lsn, next_txn) = {
+            let mut lease = primary.lease()?;
+            lease.with(|c| capture::install(c, &id.to_string()))?
+        };
+        let replicas = (1..=self.replicas)
+            .map(|i| Arc::new(Replica::new(i, dir.join(format!("node_{i}.db")))))
+            .collect();
+        let month = Arc::new(Month {
             id,
             nodes: vec![primary],
-        }))
+            primary_path,
+            log: Arc::new(ChangeLog::new(epoch, last_lsn, next_txn)),
+            replicas,
+        });
+        for r in &month.replicas {
+            replica::spawn_applier(&month, Arc::clone(r), opts.clone())?;
+        }
+        Ok(month)
     }
 
     /// Gives every open month file an equal share of the memory budget.
     fn rebalance(&self, open: &BTreeMap<MonthId, OpenMonth>) {
-        let share = self.budget / (open.len().max(1) as u64);
+        let share = self.budget / (open.len().max(1) as u64 * self.files_per_month());
         let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(share));
         for om in open.values() {
-            for node in &om.month.nodes {
+            for node in om.month.open_nodes() {
                 if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
                     tracing::warn!(month = %om.month.id, error = %e, "could not set memory_limit");
                 }
@@ -200,7 +256,7 @@ impl MonthRegistry {
                 .iter()
                 .filter(|(_, om)| now.duration_since(om.last_used) >= idle)
                 .filter(|(_, om)| {
-                    om.month.nodes.iter().for_each(|n| n.drop_idle());
+                    om.month.open_nodes().iter().for_each(|n| n.drop_idle());
                     om.month.unused()
                 })
                 .map(|(id, _)| *id)
@@ -212,9 +268,19 @@ impl MonthRegistry {
             closed
         };
         for om in &closed {
+            om.month.log.stop();
             tracing::info!(month = %om.month.id, "closed idle month");
         }
         closed.len()
+    }
+
+    /// The months open now.
+    pub fn open_months(&self) -> Vec<Arc<Month>> {
+        self.open
+            .lock()
+            .values()
+            .map(|om| Arc::clone(&om.month))
+            .collect()
     }
 
     pub fn void(&self) -> &Arc<Node> {

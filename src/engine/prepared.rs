@@ -31,7 +31,10 @@ impl Engine {
                 plan.parameter_schema,
             ));
         }
-        let mut lease = self.lease_for(ctx, month, Some(sql)).await?.lease;
+        let mut lease = self
+            .lease_for(ctx, month, Some(sql), super::Prefer::Primary)
+            .await?
+            .lease;
         let sql_owned = sql.to_string();
         let (kind, dataset_schema, parameter_schema) = blocking(move || {
             lease.with(|conn| {
@@ -42,7 +45,9 @@ impl Engine {
                     let empty: SchemaRef = Arc::new(arrow::datatypes::Schema::empty());
                     return Ok((StatementKind::Write, Arc::clone(&empty), empty));
                 }
-                let stmt = script.prepare(conn, 0)?;
+                let stmt = script
+                    .prepare(conn, 0)
+                    .map_err(|e| exec::explain_capture_error(e.into()))?;
                 let kind = classify(stmt.statement_type());
                 if let Some(e) = classify::refuse(kind) {
                     return Err(e);
@@ -101,6 +106,7 @@ impl Engine {
             session: ctx.session.clone().or_else(|| p.session.clone()),
             transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
             months: ctx.months.clone().or_else(|| p.months.clone()),
+            token: ctx.token.clone(),
         };
         Ok((call, p.sql.clone(), p.kind, p.params.clone()))
     }
@@ -135,16 +141,17 @@ impl Engine {
             return Ok(self.park(stream));
         }
         let run_sql = sql.clone();
-        let ((schema, head), node) = self
-            .run_to_end(&call, &sql, move |conn, in_txn| {
-                exec::run_collect(conn, &run_sql, &params, in_txn)
+        let (w, node, token) = self
+            .run_to_end(&call, &sql, move |conn, mode| {
+                exec::run_update(conn, &run_sql, &params, mode)
             })
             .await?;
         Ok(self.park(BatchStream {
-            schema,
-            head,
+            schema: w.schema,
+            head: w.batches,
             rest: None,
             node,
+            token,
         }))
     }
 
@@ -164,7 +171,7 @@ impl Engine {
         ctx: &CallContext,
         handle: &str,
         params: Vec<RecordBatch>,
-    ) -> EngineResult<u64> {
+    ) -> EngineResult<(u64, Option<String>)> {
         let (call, sql, _, bound) = self.prepared_call(handle, ctx)?;
         let params = if params.is_empty() { bound } else { params };
         self.execute_update(&call, &sql, params).await

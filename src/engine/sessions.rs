@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::capture;
 use super::error::{EngineError, EngineResult};
 use super::month::MonthId;
 use super::state::{new_id, Session, Transaction};
@@ -16,11 +17,11 @@ impl Engine {
     pub async fn begin_transaction(self: &Arc<Self>, ctx: &CallContext) -> EngineResult<String> {
         let month = self.resolve_month(ctx)?;
         let me = Arc::clone(self);
-        let conn = blocking(move || {
+        let (conn, capture_id) = blocking(move || {
             let m = me.months.get_or_create(month)?;
             let conn = m.primary().connect()?;
-            conn.execute_batch("BEGIN TRANSACTION")?;
-            Ok(conn)
+            let id = capture::begin(&conn, &m.log)?;
+            Ok((conn, id))
         })
         .await?;
         let id = new_id();
@@ -29,24 +30,40 @@ impl Engine {
             Transaction {
                 month,
                 conn: Arc::new(Mutex::new(conn)),
+                capture_id,
                 last_used: Instant::now(),
             },
         );
         Ok(id)
     }
 
-    pub async fn end_transaction(self: &Arc<Self>, id: &str, commit: bool) -> EngineResult<()> {
+    /// Commits (with its change set) or rolls back a transaction. Returns
+    /// the read-your-writes token of a commit that changed something.
+    pub async fn end_transaction(
+        self: &Arc<Self>,
+        id: &str,
+        commit: bool,
+    ) -> EngineResult<Option<String>> {
         let txn = self.state.transactions.lock().remove(id).ok_or_else(|| {
             EngineError::not_found(format!(
                 "transaction {id} does not exist (expired or ended)"
             ))
         })?;
-        blocking(move || {
+        let m = self.existing_month(txn.month).await?.ok_or_else(|| {
+            EngineError::not_found(format!("month {} does not exist", txn.month))
+        })?;
+        let log = Arc::clone(&m.log);
+        let lsn = blocking(move || {
             let conn = txn.conn.lock();
-            conn.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" })?;
-            Ok(())
+            if commit {
+                capture::commit(&conn, txn.capture_id, &log)
+            } else {
+                conn.execute_batch("ROLLBACK")?;
+                Ok(None)
+            }
         })
-        .await
+        .await?;
+        Ok(super::token(Some(&m), lsn))
     }
 
     // ----- sessions --------------------------------------------------------

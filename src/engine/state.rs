@@ -23,6 +23,8 @@ pub struct Session {
 pub struct Transaction {
     pub month: MonthId,
     pub conn: Arc<Mutex<Conn>>,
+    /// The id its captured rows carry (see `capture::begin`).
+    pub capture_id: u64,
     pub last_used: Instant,
 }
 

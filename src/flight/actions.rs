@@ -31,7 +31,15 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
         a("create_month", "JSON {\"month\": \"YYYY-MM\"} -> the month's node status"),
         a(
             "node_status",
-            "JSON {\"month\": \"YYYY-MM\"} (optional) -> per month, per node: id, role, path, healthy, size_bytes",
+            "JSON {\"month\": \"YYYY-MM\"} (optional) -> per month, per node: id, role, path, applied_lsn, lag_lsn, lag_ms, healthy, state, size_bytes",
+        ),
+        a(
+            "sync",
+            "JSON {\"month\": \"YYYY-MM\", \"timeout_s\": 60} (both optional) -> waits until every replica has applied the primary's last change set; the LSN reached per month",
+        ),
+        a(
+            "resync_replica",
+            "JSON {\"month\": \"YYYY-MM\", \"node\": 3} -> rebuilds that replica from a copy of the primary (in the background; sync waits for it)",
         ),
     ]
 }
@@ -75,6 +83,25 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": status }))
+        }
+        "sync" => {
+            let body: SyncBody = json_body(&action.body)?;
+            let timeout = std::time::Duration::from_secs_f64(body.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0));
+            let status = engine
+                .sync(body.month.as_deref(), timeout)
+                .await
+                .map_err(to_status)?;
+            json_result(&serde_json::json!({ "months": status }))
+        }
+        "resync_replica" => {
+            let body: ResyncBody = json_body(&action.body)?;
+            let (Some(month), Some(node)) = (body.month, body.node) else {
+                return Err(Status::invalid_argument(
+                    "resync_replica needs {\"month\": \"YYYY-MM\", \"node\": N}",
+                ));
+            };
+            engine.resync_replica(&month, node).await.map_err(to_status)?;
+            json_result(&serde_json::json!({ "month": month, "node": node, "rebuilding": true }))
         }
         other => Err(Status::invalid_argument(format!(
             "unknown action '{other}'"
@@ -120,6 +147,20 @@ fn set_session_options(engine: &Engine, ctx: &CallContext, body: &[u8]) -> Actio
 #[serde(deny_unknown_fields)]
 struct MonthBody {
     month: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    month: Option<String>,
+    timeout_s: Option<f64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResyncBody {
+    month: Option<String>,
+    node: Option<usize>,
 }
 
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Status> {

@@ -5,6 +5,7 @@ mod actions;
 mod metadata;
 pub mod session;
 mod status;
+mod token;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{BatchStream, CallContext, Engine, Planned};
+
+pub use token::{TokenLayer, TOKEN_HEADER};
 
 use session::session_from_cookie;
 use status::{arrow_status, to_status};
@@ -96,6 +99,7 @@ fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
     CallContext {
         month: header(MONTH_HEADER),
         months: header(MONTHS_HEADER),
+        token: header(TOKEN_HEADER),
         session,
         transaction: transaction
             .filter(|t| !t.is_empty())
@@ -165,6 +169,7 @@ fn stream_response(stream: BatchStream) -> Response<BoxStream<arrow_flight::Flig
         ReceiverStream::new(rx).map(|r| r.map_err(|e| FlightError::Tonic(Box::new(to_status(e)))))
     });
     let batches = head.chain(futures::stream::iter(rest).flatten());
+    token::set(stream.token);
     with_node(Response::new(encode(stream.schema, batches)), &stream.node)
 }
 
@@ -185,6 +190,7 @@ fn planned_info(
         statement_handle: planned.id.into_bytes().into(),
     };
     let resp = flight_info(&planned.schema, ticket.as_any().encode_to_vec(), descriptor)?;
+    token::set(planned.token);
     Ok(with_node(resp, &planned.node))
 }
 
@@ -260,11 +266,12 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let ctx = call_context(request.metadata(), cmd.transaction_id.as_deref());
-        let n = self
+        let (n, t) = self
             .engine
             .execute_update(&ctx, &cmd.query, Vec::new())
             .await
             .map_err(to_status)?;
+        token::set(t);
         Ok(n as i64)
     }
 
@@ -358,11 +365,12 @@ impl FlightSqlService for DuckFlightSql {
         let ctx = call_context(request.metadata(), None);
         let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
         let batches = read_batches(request).await?;
-        let n = self
+        let (n, t) = self
             .engine
             .update_prepared(&ctx, &handle, batches)
             .await
             .map_err(to_status)?;
+        token::set(t);
         Ok(n as i64)
     }
 
@@ -399,10 +407,13 @@ impl FlightSqlService for DuckFlightSql {
                 ))
             }
         };
-        self.engine
+        let t = self
+            .engine
             .end_transaction(&id, commit)
             .await
-            .map_err(to_status)
+            .map_err(to_status)?;
+        token::set(t);
+        Ok(())
     }
 
     // ----- metadata --------------------------------------------------------

@@ -9,7 +9,7 @@ pub fn to_status(e: EngineError) -> Status {
         ErrorClass::InvalidArgument => Code::InvalidArgument,
         ErrorClass::NotFound => Code::NotFound,
         ErrorClass::AlreadyExists => Code::AlreadyExists,
-        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::FailedPrecondition | ErrorClass::WrongNode => Code::FailedPrecondition,
         ErrorClass::Aborted => Code::Aborted,
         ErrorClass::ResourceExhausted => Code::ResourceExhausted,
         ErrorClass::PermissionDenied => Code::PermissionDenied,

@@ -1,0 +1,134 @@
+//! Moving rows between databases without leaving DuckDB's own vectors: a
+//! query's raw data chunks go into an appender on another connection. Types
+//! are exact (no Arrow round trip, no casts), so NaN, -0.0, nested values and
+//! user types arrive bit for bit.
+
+use std::ffi::CString;
+use std::ptr;
+
+use duckdb::ffi;
+
+use super::cstr_to_string;
+use super::database::Conn;
+use super::error::{DuckError, DuckErrorKind, DuckResult};
+use super::result::QueryResult;
+
+/// One data chunk of a query result, owned until dropped.
+pub struct Chunk {
+    raw: ffi::duckdb_data_chunk,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: fetched from a result; destroyed once.
+        unsafe { ffi::duckdb_destroy_data_chunk(&mut self.raw) };
+    }
+}
+
+impl QueryResult<'_> {
+    /// The next raw chunk; `Ok(None)` at the end.
+    pub fn next_chunk(&mut self) -> DuckResult<Option<Chunk>> {
+        let raw = self.fetch_raw_chunk()?;
+        Ok(raw.map(|raw| Chunk { raw }))
+    }
+}
+
+/// An appender into a table of `conn`'s database.
+pub struct Appender<'c> {
+    raw: ffi::duckdb_appender,
+    _conn: std::marker::PhantomData<&'c Conn>,
+}
+
+fn cstring(s: &str) -> DuckResult<CString> {
+    CString::new(s).map_err(|_| DuckError::new(DuckErrorKind::InvalidInput, "name contains NUL"))
+}
+
+impl<'c> Appender<'c> {
+    /// `catalog` `None` is the connection's default database (`Some("temp")`
+    /// for temporary tables).
+    pub fn new(
+        conn: &'c Conn,
+        catalog: Option<&str>,
+        schema: &str,
+        table: &str,
+    ) -> DuckResult<Appender<'c>> {
+        let cat = catalog.map(cstring).transpose()?;
+        let (s, t) = (cstring(schema)?, cstring(table)?);
+        let mut raw: ffi::duckdb_appender = ptr::null_mut();
+        // SAFETY: live connection, valid strings, out-pointer.
+        let state = unsafe {
+            ffi::duckdb_appender_create_ext(
+                conn.raw(),
+                cat.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                s.as_ptr(),
+                t.as_ptr(),
+                &mut raw,
+            )
+        };
+        let app = Appender {
+            raw,
+            _conn: std::marker::PhantomData,
+        };
+        if state != ffi::DuckDBSuccess {
+            return Err(app.error(&format!("cannot append to {schema}.{table}")));
+        }
+        Ok(app)
+    }
+
+    fn error(&self, context: &str) -> DuckError {
+        // SAFETY: the appender (possibly failed) is live.
+        let msg = cstr_to_string(unsafe { ffi::duckdb_appender_error(self.raw) })
+            .unwrap_or_else(|| "appender error".into());
+        DuckError::from_message(format!("{context}: {msg}"))
+    }
+
+    /// Appends a chunk whose column types equal the table's.
+    pub fn append(&mut self, chunk: &Chunk) -> DuckResult<()> {
+        // SAFETY: live appender and chunk.
+        if unsafe { ffi::duckdb_append_data_chunk(self.raw, chunk.raw) } != ffi::DuckDBSuccess {
+            return Err(self.error("append"));
+        }
+        Ok(())
+    }
+
+    /// Flushes and reports constraint errors (an unflushed appender's errors
+    /// would be lost on drop).
+    pub fn flush(&mut self) -> DuckResult<()> {
+        // SAFETY: live appender.
+        if unsafe { ffi::duckdb_appender_flush(self.raw) } != ffi::DuckDBSuccess {
+            return Err(self.error("flush"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created above; destroyed once (flush errors were taken by
+        // `flush`, which callers run before dropping).
+        unsafe { ffi::duckdb_appender_destroy(&mut self.raw) };
+    }
+}
+
+/// Runs `select` on `src` and appends every row to `schema.table` on `dst`.
+/// Returns the number of rows copied.
+pub fn copy_rows(
+    src: &Conn,
+    select: &str,
+    dst: &Conn,
+    catalog: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> DuckResult<u64> {
+    let mut stmt = src.prepare(select)?;
+    let mut res = stmt.execute_streaming()?;
+    let mut app = Appender::new(dst, catalog, schema, table)?;
+    let mut rows = 0u64;
+    while let Some(chunk) = res.next_chunk()? {
+        // SAFETY: live chunk.
+        rows += unsafe { ffi::duckdb_data_chunk_get_size(chunk.raw) };
+        app.append(&chunk)?;
+    }
+    app.flush()?;
+    Ok(rows)
+}

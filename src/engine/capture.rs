@@ -1,0 +1,527 @@
+//! Change capture on a month's primary. Every persistent user table has a
+//! shadow table `__duckflock.cap_<n>` and three statement triggers that copy
+//! the rows each INSERT/UPDATE/DELETE stored or removed (the values DuckDB
+//! stored: defaults, `now()`, `random()`, sequences) into it, tagged with the
+//! transaction id and a per-statement number. DDL is captured by the engine
+//! around the statement: its SQL text, and a full image of every table it
+//! created or reshaped. At commit the transaction's statements become one
+//! change set (a row of `__duckflock.changes`, in the same DuckDB
+//! transaction as the data) with the next LSN.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duck::Conn;
+
+use super::catalog::rows;
+use super::changelog::ChangeLog;
+use super::error::{EngineError, EngineResult};
+use super::months::INTERNAL_SCHEMA as S;
+
+/// Connection variable holding the transaction id the triggers record.
+const TXN_VAR: &str = "__df_txn";
+/// Prefix of the capture triggers.
+const TRIGGER_PREFIX: &str = "__df_";
+
+/// A table image to load after a DDL statement (CTAS, ALTER, rename).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    pub schema: String,
+    pub table: String,
+    pub shadow: String,
+}
+
+/// One step of a change set, in statement order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Run `sql`, then replace each image table's rows by the shadow rows of
+    /// statement `stmt`.
+    Ddl {
+        stmt: i64,
+        sql: String,
+        images: Vec<Image>,
+    },
+    /// Rows of statements `lo..=hi` on one table: delete the old images
+    /// (`del`), then insert the new ones (`ins`).
+    Rows {
+        lo: i64,
+        hi: i64,
+        schema: String,
+        table: String,
+        shadow: String,
+        del: bool,
+        ins: bool,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeqPos {
+    pub schema: String,
+    pub name: String,
+    pub last: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChangeSet {
+    pub ops: Vec<Op>,
+    #[serde(default)]
+    pub seqs: Vec<SeqPos>,
+}
+
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn cell(row: &[Option<String>], i: usize) -> String {
+    row.get(i).cloned().flatten().unwrap_or_default()
+}
+
+fn int(row: &[Option<String>], i: usize) -> i64 {
+    cell(row, i).parse().unwrap_or(0)
+}
+
+/// Creates the bookkeeping tables of a primary (idempotent) and returns
+/// (epoch, last LSN, next transaction id).
+pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
+    conn.execute_batch(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {S};
+         CREATE TABLE IF NOT EXISTS {S}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+         INSERT OR IGNORE INTO {S}.meta VALUES ('month', {m}), ('created_at', CAST(now() AS VARCHAR)),
+             ('epoch', CAST(uuid() AS VARCHAR)), ('role', 'primary');
+         CREATE SEQUENCE IF NOT EXISTS {S}.stmt;
+         CREATE TABLE IF NOT EXISTS {S}.capture (shadow VARCHAR PRIMARY KEY, tbl_schema VARCHAR,
+             tbl_name VARCHAR, signature VARCHAR, live BOOLEAN);
+         CREATE TABLE IF NOT EXISTS {S}.changes (lsn BIGINT PRIMARY KEY, txn BIGINT NOT NULL,
+             committed_at TIMESTAMPTZ, ops VARCHAR);
+         CREATE TABLE IF NOT EXISTS {S}.ddl (txn BIGINT, stmt BIGINT, sql VARCHAR, images VARCHAR);",
+        m = literal(month)
+    ))?;
+    let meta = rows(conn, &format!("SELECT value FROM {S}.meta WHERE key = 'epoch'"))?;
+    let epoch = meta.first().map(|r| cell(r, 0)).unwrap_or_default();
+    let last = rows(
+        conn,
+        &format!("SELECT coalesce(max(lsn), 0), coalesce(max(txn), 0) FROM {S}.changes"),
+    )?;
+    let (last_lsn, mut max_txn) = last.first().map(|r| (int(r, 0), int(r, 1))).unwrap_or((0, 0));
+    for s in shadows(conn)? {
+        let r = rows(
+            conn,
+            &format!("SELECT coalesce(max(__txn), 0) FROM {S}.{}", quote(&s.0)),
+        )?;
+        max_txn = max_txn.max(r.first().map(|r| int(r, 0)).unwrap_or(0));
+    }
+    // Tables that predate capture (or were made without it) get triggers.
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let out = (|| {
+        before_ddl(conn)?;
+        reconcile(conn, 0, 0, false)?;
+        Ok::<_, EngineError>(())
+    })();
+    match out {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok((epoch, last_lsn as u64, max_txn as u64 + 1))
+}
+
+/// Every shadow table: (shadow, schema, table).
+fn shadows(conn: &Conn) -> EngineResult<Vec<(String, String, String)>> {
+    Ok(rows(
+        conn,
+        &format!("SELECT shadow, tbl_schema, tbl_name FROM {S}.capture ORDER BY shadow"),
+    )?
+    .iter()
+    .map(|r| (cell(r, 0), cell(r, 1), cell(r, 2)))
+    .collect())
+}
+
+/// Starts a captured write transaction on a primary connection.
+pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
+    let txn = log.new_txn();
+    conn.execute_batch(&format!(
+        "BEGIN TRANSACTION; SET VARIABLE {TXN_VAR} = {txn}"
+    ))?;
+    Ok(txn)
+}
+
+/// A fingerprint of the persistent catalog (not temporary objects, not the
+/// server's own schema): DDL that leaves it unchanged is not shipped.
+pub fn catalog_fingerprint(conn: &Conn) -> EngineResult<String> {
+    let sql = format!(
+        "SELECT CAST(hash(list(x ORDER BY x)) AS VARCHAR) FROM (
+           SELECT 's' || schema_name || coalesce(comment, '') AS x FROM duckdb_schemas()
+             WHERE database_name = current_database() AND NOT internal AND schema_name <> '{S}'
+           UNION ALL SELECT 't' || schema_name || '.' || table_name || coalesce(sql, '') || coalesce(comment, '')
+             FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
+           UNION ALL SELECT 'v' || schema_name || '.' || view_name || coalesce(sql, '') || coalesce(comment, '')
+             FROM duckdb_views() WHERE database_name = current_database() AND NOT internal AND NOT temporary
+           UNION ALL SELECT 'i' || schema_name || '.' || index_name || coalesce(sql, '')
+             FROM duckdb_indexes() WHERE database_name = current_database()
+           UNION ALL SELECT 'q' || schema_name || '.' || sequence_name || increment_by || coalesce(comment, '')
+             FROM duckdb_sequences() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
+           UNION ALL SELECT 'f' || schema_name || '.' || function_name || coalesce(macro_definition, '') || coalesce(CAST(parameters AS VARCHAR), '')
+             FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal
+               AND function_type IN ('macro', 'table_macro')
+           UNION ALL SELECT 'y' || schema_name || '.' || type_name || coalesce(logical_type, '')
+             FROM duckdb_types() WHERE database_name = current_database() AND NOT internal
+         )"
+    );
+    Ok(rows(conn, &sql)?
+        .first()
+        .map(|r| cell(r, 0))
+        .unwrap_or_default())
+}
+
+/// Drops the capture triggers (DuckDB refuses to rename or alter a table
+/// that triggers depend on); [`after_ddl`] puts them back.
+pub fn before_ddl(conn: &Conn) -> EngineResult<()> {
+    let triggers = rows(
+        conn,
+        &format!(
+            "SELECT trigger_name, schema_name, table_name FROM duckdb_triggers()
+             WHERE database_name = current_database() AND starts_with(trigger_name, '{TRIGGER_PREFIX}')"
+        ),
+    )?;
+    for t in triggers {
+        conn.execute_batch(&format!(
+            "DROP TRIGGER {} ON {}.{}",
+            cell(&t, 0),
+            quote(&cell(&t, 1)),
+            quote(&cell(&t, 2))
+        ))?;
+    }
+    Ok(())
+}
+
+/// Records a DDL statement that changed the catalog: new and reshaped tables
+/// get a fresh shadow and a full image, and every table gets its triggers
+/// back.
+pub fn after_ddl(conn: &Conn, txn: u64, sql: &str, changed: bool) -> EngineResult<()> {
+    let stmt = next_stmt(conn)?;
+    let images = reconcile(conn, txn, stmt, true)?;
+    if changed {
+        let images = serde_json::to_string(&images)
+            .map_err(|e| EngineError::internal(format!("images: {e}")))?;
+        conn.execute_batch(&format!(
+            "INSERT INTO {S}.ddl VALUES ({txn}, {stmt}, {}, {})",
+            literal(sql),
+            literal(&images)
+        ))?;
+    }
+    Ok(())
+}
+
+fn next_stmt(conn: &Conn) -> EngineResult<i64> {
+    let r = rows(conn, &format!("SELECT nextval('{S}.stmt')"))?;
+    Ok(r.first().map(|r| int(r, 0)).unwrap_or(0))
+}
+
+/// Brings shadows and triggers in line with the catalog. With `images`,
+/// tables that are new or whose columns changed get their rows copied into
+/// their new shadow under statement `stmt` (returned as images).
+fn reconcile(conn: &Conn, txn: u64, stmt: i64, images: bool) -> EngineResult<Vec<Image>> {
+    let tables = rows(
+        conn,
+        &format!(
+            "SELECT t.schema_name, t.table_name,
+                    string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.column_index)
+             FROM duckdb_tables() t JOIN duckdb_columns() c ON c.table_oid = t.table_oid
+             WHERE t.database_name = current_database() AND NOT t.temporary AND t.schema_name <> '{S}'
+             GROUP BY ALL ORDER BY 1, 2"
+        ),
+    )?;
+    let live = rows(
+        conn,
+        &format!("SELECT shadow, tbl_schema, tbl_name, signature FROM {S}.capture WHERE live"),
+    )?;
+    let mut out = Vec::new();
+    let mut keep = Vec::new();
+    for t in &tables {
+        let (schema, table, sig) = (cell(t, 0), cell(t, 1), cell(t, 2));
+        let existing = live
+            .iter()
+            .find(|l| cell(l, 1) == schema && cell(l, 2) == table && cell(l, 3) == sig);
+        let shadow = match existing {
+            Some(l) => cell(l, 0),
+            None => {
+                let shadow = format!("cap_{}", next_stmt(conn)?);
+                let target = format!("{}.{}", quote(&schema), quote(&table));
+                conn.execute_batch(&format!(
+                    "UPDATE {S}.capture SET live = false WHERE live AND tbl_schema = {} AND tbl_name = {};
+                     CREATE TABLE {S}.{shadow} AS SELECT 0::BIGINT AS __txn, 0::BIGINT AS __stmt,
+                         0::TINYINT AS __op, * FROM {target} LIMIT 0;
+                     INSERT INTO {S}.capture VALUES ({}, {}, {}, {}, true);",
+                    literal(&schema),
+                    literal(&table),
+                    literal(&shadow),
+                    literal(&schema),
+                    literal(&table),
+                    literal(&sig)
+                ))?;
+                if images {
+                    conn.execute_batch(&format!(
+                        "INSERT INTO {S}.{shadow} SELECT {txn}, {stmt}, 1, * FROM {target}"
+                    ))?;
+                    out.push(Image {
+                        schema: schema.clone(),
+                        table: table.clone(),
+                        shadow: shadow.clone(),
+                    });
+                }
+                shadow
+            }
+        };
+        keep.push(shadow.clone());
+        create_triggers(conn, &schema, &table, &shadow)?;
+    }
+    for l in &live {
+        if !keep.contains(&cell(l, 0)) {
+            conn.execute_batch(&format!(
+                "UPDATE {S}.capture SET live = false WHERE shadow = {}",
+                literal(&cell(l, 0))
+            ))?;
+        }
+    }
+    Ok(out)
+}
+
+fn create_triggers(conn: &Conn, schema: &str, table: &str, shadow: &str) -> EngineResult<()> {
+    let target = format!("{}.{}", quote(schema), quote(table));
+    let into = format!("INSERT INTO {S}.{shadow}");
+    let stmt = format!("(SELECT nextval('{S}.stmt') AS x) AS s");
+    let var = format!("getvariable('{TXN_VAR}')");
+    conn.execute_batch(&format!(
+        "CREATE TRIGGER {TRIGGER_PREFIX}{shadow}_i AFTER INSERT ON {target}
+             REFERENCING NEW TABLE AS n FOR EACH STATEMENT
+             {into} SELECT {var}, s.x, 1, n.* FROM {stmt}, n;
+         CREATE TRIGGER {TRIGGER_PREFIX}{shadow}_d AFTER DELETE ON {target}
+             REFERENCING OLD TABLE AS o FOR EACH STATEMENT
+             {into} SELECT {var}, s.x, -1, o.* FROM {stmt}, o;
+         CREATE TRIGGER {TRIGGER_PREFIX}{shadow}_u AFTER UPDATE ON {target}
+             REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT
+             {into} SELECT {var}, s.x, u.* FROM {stmt},
+                 (SELECT -1, * FROM o UNION ALL SELECT 1, * FROM n) AS u;"
+    ))?;
+    Ok(())
+}
+
+/// The change set of transaction `txn` as seen inside it (before COMMIT),
+/// and the sequence positions that moved since the last shipped ones.
+pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet> {
+    let mut ops: Vec<Op> = Vec::new();
+    let ddl = rows(
+        conn,
+        &format!("SELECT stmt, sql, images FROM {S}.ddl WHERE txn = {txn} ORDER BY stmt"),
+    )?;
+    let mut ddl_stmts = Vec::new();
+    for d in &ddl {
+        let images: Vec<Image> = serde_json::from_str(&cell(d, 2))
+            .map_err(|e| EngineError::internal(format!("images: {e}")))?;
+        ddl_stmts.push(int(d, 0));
+        ops.push(Op::Ddl {
+            stmt: int(d, 0),
+            sql: cell(d, 1),
+            images,
+        });
+    }
+    let all = shadows(conn)?;
+    if !all.is_empty() {
+        let union = all
+            .iter()
+            .map(|(shadow, _, _)| {
+                format!(
+                    "SELECT {} AS shadow, __stmt, bool_or(__op < 0), bool_or(__op > 0)
+                     FROM {S}.{} WHERE __txn = {txn} GROUP BY __stmt",
+                    literal(shadow),
+                    quote(shadow)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        for r in rows(conn, &format!("{union} ORDER BY 2"))? {
+            let stmt = int(&r, 1);
+            if ddl_stmts.contains(&stmt) {
+                continue; // a DDL statement's image rows
+            }
+            let shadow = cell(&r, 0);
+            let Some((_, schema, table)) = all.iter().find(|(s, _, _)| *s == shadow) else {
+                continue;
+            };
+            ops.push(Op::Rows {
+                lo: stmt,
+                hi: stmt,
+                schema: schema.clone(),
+                table: table.clone(),
+                shadow,
+                del: cell(&r, 2) == "true",
+                ins: cell(&r, 3) == "true",
+            });
+        }
+    }
+    ops.sort_by_key(|op| match op {
+        Op::Ddl { stmt, .. } => *stmt,
+        Op::Rows { lo, .. } => *lo,
+    });
+    let ops = merge_inserts(ops);
+    let seqs = moved_sequences(conn, log)?;
+    Ok(ChangeSet { ops, seqs })
+}
+
+/// Consecutive insert-only statements on one table become one step.
+fn merge_inserts(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        if let (
+            Some(Op::Rows {
+                hi,
+                shadow: prev,
+                del: false,
+                ins: true,
+                ..
+            }),
+            Op::Rows {
+                hi: next_hi,
+                shadow,
+                del: false,
+                ins: true,
+                ..
+            },
+        ) = (out.last_mut(), &op)
+        {
+            if prev == shadow {
+                *hi = *next_hi;
+                continue;
+            }
+        }
+        out.push(op);
+    }
+    out
+}
+
+fn moved_sequences(conn: &Conn, log: &ChangeLog) -> EngineResult<Vec<SeqPos>> {
+    let now = rows(
+        conn,
+        &format!(
+            "SELECT schema_name, sequence_name, last_value FROM duckdb_sequences()
+             WHERE database_name = current_database() AND NOT temporary
+               AND schema_name <> '{S}' AND last_value IS NOT NULL"
+        ),
+    )?;
+    let state = log.lock();
+    Ok(now
+        .iter()
+        .map(|r| SeqPos {
+            schema: cell(r, 0),
+            name: cell(r, 1),
+            last: int(r, 2),
+        })
+        .filter(|p| {
+            let key = format!("{}.{}", quote(&p.schema), quote(&p.name));
+            state.shipped_seqs.get(&key) != Some(&p.last)
+        })
+        .collect())
+}
+
+/// Commits a captured transaction: an empty change set commits plainly; a
+/// non-empty one gets the next LSN, is written to the log and commits with
+/// the data. Returns the LSN (`None`: nothing to ship). Rolls back on error.
+pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64>> {
+    let out = (|| {
+        let cs = collect(conn, txn, log)?;
+        if cs.ops.is_empty() && cs.seqs.is_empty() {
+            conn.execute_batch("COMMIT")?;
+            return Ok(None);
+        }
+        let json = serde_json::to_string(&cs)
+            .map_err(|e| EngineError::internal(format!("change set: {e}")))?;
+        let mut state = log.lock();
+        let lsn = state.last_lsn + 1;
+        conn.execute_batch(&format!(
+            "INSERT INTO {S}.changes VALUES ({lsn}, {txn}, now(), {})",
+            literal(&json)
+        ))?;
+        conn.execute_batch("COMMIT")?;
+        for p in cs.seqs {
+            let key = format!("{}.{}", quote(&p.schema), quote(&p.name));
+            let e = state.shipped_seqs.entry(key).or_insert(p.last);
+            *e = (*e).max(p.last);
+        }
+        log.committed(&mut state, lsn);
+        Ok(Some(lsn))
+    })();
+    if out.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    out
+}
+
+/// Deletes log entries every replica has applied (all up to `upto`, keeping
+/// the change set `upto` itself as the high-water mark) and drops retired
+/// shadows that became empty. Runs in its own transaction.
+pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let out = (|| {
+        let done = format!("SELECT txn FROM {S}.changes WHERE lsn <= {upto}");
+        for (shadow, _, _) in shadows(conn)? {
+            conn.execute_batch(&format!(
+                "DELETE FROM {S}.{} WHERE __txn IN ({done})",
+                quote(&shadow)
+            ))?;
+        }
+        conn.execute_batch(&format!(
+            "DELETE FROM {S}.ddl WHERE txn IN ({done});
+             DELETE FROM {S}.changes WHERE lsn < {upto};"
+        ))?;
+        let retired = rows(conn, &format!("SELECT shadow FROM {S}.capture WHERE NOT live"))?;
+        for r in retired {
+            let shadow = cell(&r, 0);
+            let n = rows(conn, &format!("SELECT count(*) FROM {S}.{}", quote(&shadow)))?;
+            if n.first().map(|r| int(r, 0)) == Some(0) {
+                conn.execute_batch(&format!(
+                    "DROP TABLE {S}.{}; DELETE FROM {S}.capture WHERE shadow = {}",
+                    quote(&shadow),
+                    literal(&shadow)
+                ))?;
+            }
+        }
+        Ok::<_, EngineError>(())
+    })();
+    match out {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Makes a fresh copy of the primary a replica: no triggers, no shadows, no
+/// log; `applied_lsn` set to the LSN the copy was taken at.
+pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    let out = (|| {
+        before_ddl(conn)?;
+        for (shadow, _, _) in shadows(conn)? {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
+        }
+        conn.execute_batch(&format!(
+            "DELETE FROM {S}.capture; DELETE FROM {S}.changes; DELETE FROM {S}.ddl;
+             INSERT OR REPLACE INTO {S}.meta VALUES ('role', 'replica'), ('applied_lsn', '{lsn}');"
+        ))?;
+        Ok::<_, EngineError>(())
+    })();
+    match out {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

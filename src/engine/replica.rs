@@ -1,0 +1,280 @@
+//! Replicas of a month: their state (applied LSN, health), the applier
+//! thread that keeps each one up to date, and bootstrap/repair by copying the
+//! primary file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::duck::DbOptions;
+
+use super::apply;
+use super::capture;
+use super::catalog::rows;
+use super::changelog::ChangeLog;
+use super::error::{EngineError, EngineResult};
+use super::months::{Month, INTERNAL_SCHEMA as S};
+use super::node::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Being opened, checked or rebuilt: not serving reads.
+    Starting = 0,
+    Healthy = 1,
+    /// Applying failed; will be rebuilt.
+    Failed = 2,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Starting => "rebuilding",
+            Health::Healthy => "healthy",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+pub struct Replica {
+    pub index: usize,
+    pub path: PathBuf,
+    node: RwLock<Option<Arc<Node>>>,
+    applied: AtomicU64,
+    health: AtomicU8,
+    pub last_error: Mutex<Option<String>>,
+    /// Set by `resync_replica`: rebuild at the next opportunity.
+    rebuild: AtomicBool,
+}
+
+impl Replica {
+    pub fn new(index: usize, path: PathBuf) -> Replica {
+        Replica {
+            index,
+            path,
+            node: RwLock::new(None),
+            applied: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Starting as u8),
+            last_error: Mutex::new(None),
+            rebuild: AtomicBool::new(false),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::SeqCst) {
+            1 => Health::Healthy,
+            2 => Health::Failed,
+            _ => Health::Starting,
+        }
+    }
+
+    fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::SeqCst);
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// The node, if it serves reads now.
+    pub fn serving(&self) -> Option<Arc<Node>> {
+        if self.health() != Health::Healthy {
+            return None;
+        }
+        self.node.read().clone()
+    }
+
+    pub fn node(&self) -> Option<Arc<Node>> {
+        self.node.read().clone()
+    }
+
+    pub fn request_rebuild(&self) {
+        self.rebuild.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts the applier thread of one replica.
+pub fn spawn_applier(
+    month: &Arc<Month>,
+    replica: Arc<Replica>,
+    opts: DbOptions,
+) -> EngineResult<()> {
+    let weak = Arc::downgrade(month);
+    let log = Arc::clone(&month.log);
+    let name = format!("apply-{}-{}", month.id, replica.index);
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || applier(weak, log, replica, opts))
+        .map_err(|e| EngineError::internal(format!("cannot start applier: {e}")))?;
+    Ok(())
+}
+
+fn applier(month: Weak<Month>, log: Arc<ChangeLog>, replica: Arc<Replica>, opts: DbOptions) {
+    let mut backoff = Duration::from_millis(100);
+    while !log.is_stopped() {
+        let Some(m) = month.upgrade() else { break };
+        let step = step(&m, &log, &replica, &opts);
+        drop(m);
+        match step {
+            Ok(true) => {
+                backoff = Duration::from_millis(100);
+                log.applied.notify_waiters();
+            }
+            Ok(false) => {
+                log.wait_past(replica.applied(), Duration::from_millis(500));
+            }
+            Err(e) => {
+                tracing::warn!(replica = %replica.path.display(), error = %e, "replica failed; it will be rebuilt");
+                *replica.last_error.lock() = Some(e.message.clone());
+                replica.set_health(Health::Failed);
+                log.applied.notify_waiters();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    // Closing: release the file.
+    replica.node.write().take();
+}
+
+/// One step of the applier: open/check/rebuild the replica if needed, or
+/// apply the next batch. `Ok(true)` when something was done.
+fn step(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResult<bool> {
+    if r.rebuild.swap(false, Ordering::SeqCst) || r.health() == Health::Failed {
+        r.set_health(Health::Starting);
+        close(r);
+        rebuild(m, log, r, opts)?;
+        r.set_health(Health::Healthy);
+        *r.last_error.lock() = None;
+        return Ok(true);
+    }
+    if r.health() == Health::Starting {
+        if let Err(e) = open_existing(m, log, r, opts) {
+            tracing::info!(replica = %r.path.display(), reason = %e, "rebuilding replica");
+            close(r);
+            rebuild(m, log, r, opts)?;
+        }
+        r.set_health(Health::Healthy);
+        return Ok(true);
+    }
+    if r.applied() >= log.last_lsn() {
+        return Ok(false);
+    }
+    let node = r
+        .node()
+        .ok_or_else(|| EngineError::internal("replica is not open"))?;
+    let mut please = m.primary().lease()?;
+    let mut rlease = node.lease()?;
+    let applied = r.applied();
+    let last = please.with(|p| rlease.with(|c| apply::apply_batch(p, c, applied)))?;
+    r.applied.store(last, Ordering::SeqCst);
+    Ok(last > applied)
+}
+
+/// Opens the replica file and checks it belongs to this primary's history
+/// and is not behind the retained log.
+fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResult<()> {
+    if !r.path.exists() {
+        return Err(EngineError::not_found("file is missing"));
+    }
+    let node = Node::open(&r.path, opts)?;
+    let meta = {
+        let mut lease = node.lease()?;
+        lease.with(|c| {
+            rows(
+                c,
+                &format!("SELECT key, value FROM {S}.meta WHERE key IN ('epoch', 'role', 'applied_lsn')"),
+            )
+        })?
+    };
+    let get = |k: &str| {
+        meta.iter()
+            .find(|r| r[0].as_deref() == Some(k))
+            .and_then(|r| r[1].clone())
+    };
+    if get("epoch").as_deref() != Some(log.epoch.as_str()) || get("role").as_deref() != Some("replica")
+    {
+        return Err(EngineError::invalid("file is from another history"));
+    }
+    let applied: u64 = get("applied_lsn")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| EngineError::invalid("no applied_lsn"))?;
+    let oldest = {
+        let mut lease = m.primary().lease()?;
+        lease.with(|c| rows(c, &format!("SELECT coalesce(min(lsn), 0) FROM {S}.changes")))?
+    };
+    let oldest: u64 = oldest
+        .first()
+        .and_then(|r| r[0].as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if applied > log.last_lsn() {
+        return Err(EngineError::invalid("replica is ahead of the primary"));
+    }
+    if applied < log.last_lsn() && applied + 1 < oldest {
+        return Err(EngineError::invalid("replica is behind the retained log"));
+    }
+    r.applied.store(applied, Ordering::SeqCst);
+    *r.node.write() = Some(node);
+    Ok(())
+}
+
+/// Closes the replica's file once no reader holds it.
+fn close(r: &Replica) {
+    let Some(node) = r.node.write().take() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    node.drop_idle();
+    while Arc::strong_count(&node) > 1 || !node.unused() {
+        if Instant::now() > deadline {
+            tracing::warn!(replica = %r.path.display(), "readers still hold the old replica file");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        node.drop_idle();
+    }
+}
+
+/// Rebuilds the replica from a copy of the primary, taken after a
+/// checkpoint while no change set can commit.
+fn rebuild(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResult<()> {
+    let started = Instant::now();
+    let tmp = with_suffix(&r.path, ".rebuild");
+    let lsn = {
+        let state = log.lock();
+        m.primary().checkpoint()?;
+        copy_file(&m.primary_path, &tmp)?;
+        state.last_lsn
+    };
+    let _ = std::fs::remove_file(with_suffix(&r.path, ".wal"));
+    let _ = std::fs::remove_file(with_suffix(&tmp, ".wal"));
+    std::fs::rename(&tmp, &r.path)
+        .map_err(|e| EngineError::internal(format!("cannot place replica file: {e}")))?;
+    let node = Node::open(&r.path, opts)?;
+    {
+        let mut lease = node.lease()?;
+        lease.with(|c| capture::make_replica(c, lsn))?;
+    }
+    node.checkpoint()?;
+    r.applied.store(lsn, Ordering::SeqCst);
+    *r.node.write() = Some(node);
+    tracing::info!(replica = %r.path.display(), lsn, ms = started.elapsed().as_millis() as u64, "replica rebuilt from the primary");
+    Ok(())
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn copy_file(from: &Path, to: &Path) -> EngineResult<()> {
+    let io = |e: std::io::Error| EngineError::internal(format!("copying {}: {e}", from.display()));
+    std::fs::copy(from, to).map_err(io)?;
+    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io)?;
+    Ok(())
+}
