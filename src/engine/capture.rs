@@ -117,8 +117,8 @@ pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
     // Tables that predate capture (or were made without it) get triggers.
     conn.execute_batch("BEGIN TRANSACTION")?;
     let out = (|| {
-        before_ddl(conn)?;
-        reconcile(conn, 0, 0, false)?;
+        drop_triggers(conn)?;
+        reconcile(conn, 0, 0, None)?;
         Ok::<_, EngineError>(())
     })();
     match out {
@@ -179,9 +179,32 @@ pub fn catalog_fingerprint(conn: &Conn) -> EngineResult<String> {
         .unwrap_or_default())
 }
 
+/// The catalog identity of every persistent user table: a table replaced
+/// (`CREATE OR REPLACE`) or altered gets a new one.
+pub type TableOids = Vec<(String, String, String)>;
+
+fn table_oids(conn: &Conn) -> EngineResult<TableOids> {
+    Ok(rows(
+        conn,
+        &format!(
+            "SELECT schema_name, table_name, CAST(table_oid AS VARCHAR) FROM duckdb_tables()
+             WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'"
+        ),
+    )?
+    .iter()
+    .map(|r| (cell(r, 0), cell(r, 1), cell(r, 2)))
+    .collect())
+}
+
 /// Drops the capture triggers (DuckDB refuses to rename or alter a table
-/// that triggers depend on); [`after_ddl`] puts them back.
-pub fn before_ddl(conn: &Conn) -> EngineResult<()> {
+/// that triggers depend on) and returns the tables' identities; [`after_ddl`]
+/// puts the triggers back.
+pub fn before_ddl(conn: &Conn) -> EngineResult<TableOids> {
+    drop_triggers(conn)?;
+    table_oids(conn)
+}
+
+fn drop_triggers(conn: &Conn) -> EngineResult<()> {
     let triggers = rows(
         conn,
         &format!(
@@ -203,10 +226,24 @@ pub fn before_ddl(conn: &Conn) -> EngineResult<()> {
 /// Records a DDL statement that changed the catalog: new and reshaped tables
 /// get a fresh shadow and a full image, and every table gets its triggers
 /// back.
-pub fn after_ddl(conn: &Conn, txn: u64, sql: &str, changed: bool) -> EngineResult<()> {
+pub fn after_ddl(
+    conn: &Conn,
+    txn: u64,
+    sql: &str,
+    changed: bool,
+    before: &TableOids,
+) -> EngineResult<()> {
     let stmt = next_stmt(conn)?;
-    let images = reconcile(conn, txn, stmt, true)?;
-    if changed {
+    let after = table_oids(conn)?;
+    let replaced: Vec<(String, String)> = after
+        .into_iter()
+        .filter(|t| !before.contains(t))
+        .map(|(s, t, _)| (s, t))
+        .collect();
+    let images = reconcile(conn, txn, stmt, Some(&replaced))?;
+    // A table replaced by an identical definition leaves the fingerprint
+    // alone but has new rows: it ships too.
+    if changed || !images.is_empty() {
         let images = serde_json::to_string(&images)
             .map_err(|e| EngineError::internal(format!("images: {e}")))?;
         conn.execute_batch(&format!(
@@ -224,9 +261,15 @@ fn next_stmt(conn: &Conn) -> EngineResult<i64> {
 }
 
 /// Brings shadows and triggers in line with the catalog. With `images`,
-/// tables that are new or whose columns changed get their rows copied into
-/// their new shadow under statement `stmt` (returned as images).
-fn reconcile(conn: &Conn, txn: u64, stmt: i64, images: bool) -> EngineResult<Vec<Image>> {
+/// tables that are new, whose columns changed or that the statement replaced
+/// (listed in `images`) get a new shadow holding their rows under statement
+/// `stmt` (returned as images).
+fn reconcile(
+    conn: &Conn,
+    txn: u64,
+    stmt: i64,
+    images: Option<&[(String, String)]>,
+) -> EngineResult<Vec<Image>> {
     let tables = rows(
         conn,
         &format!(
@@ -245,9 +288,13 @@ fn reconcile(conn: &Conn, txn: u64, stmt: i64, images: bool) -> EngineResult<Vec
     let mut keep = Vec::new();
     for t in &tables {
         let (schema, table, sig) = (cell(t, 0), cell(t, 1), cell(t, 2));
+        let replaced = images
+            .map(|r| r.iter().any(|(s, t)| *s == schema && *t == table))
+            .unwrap_or(false);
         let existing = live
             .iter()
-            .find(|l| cell(l, 1) == schema && cell(l, 2) == table && cell(l, 3) == sig);
+            .find(|l| cell(l, 1) == schema && cell(l, 2) == table && cell(l, 3) == sig)
+            .filter(|_| !replaced);
         let shadow = match existing {
             Some(l) => cell(l, 0),
             None => {
@@ -265,7 +312,7 @@ fn reconcile(conn: &Conn, txn: u64, stmt: i64, images: bool) -> EngineResult<Vec
                     literal(&table),
                     literal(&sig)
                 ))?;
-                if images {
+                if images.is_some() {
                     conn.execute_batch(&format!(
                         "INSERT INTO {S}.{shadow} SELECT {txn}, {stmt}, 1, * FROM {target}"
                     ))?;
@@ -507,7 +554,7 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
 pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
     conn.execute_batch("BEGIN TRANSACTION")?;
     let out = (|| {
-        before_ddl(conn)?;
+        drop_triggers(conn)?;
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
         }

@@ -344,10 +344,10 @@ fn run_statements(
                 return Err(EngineError::invalid("DDL takes no parameters"));
             }
             let before = capture::catalog_fingerprint(conn)?;
-            capture::before_ddl(conn)?;
+            let oids = capture::before_ddl(conn)?;
             let mut w = collect(&mut stmt, &[])?;
             let after = capture::catalog_fingerprint(conn)?;
-            capture::after_ddl(conn, txn, sql, before != after)?;
+            capture::after_ddl(conn, txn, sql, before != after, &oids)?;
             w.changed = 0;
             return Ok(w);
         }
