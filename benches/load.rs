@@ -2,6 +2,12 @@
 //! clients, and a bulk read of a 6M-row table, each next to in-process DuckDB
 //! (duckdb-rs, same engine, same data) measured in the same run.
 //!
+//! Then replication: single-row write transactions per second with 7
+//! replicas and with `--replicas 0` (1 and 8 clients, next to in-process
+//! DuckDB inserts), and sync lag (write acknowledged → every replica applied
+//! it, measured with the `sync` action) for single-row writes and a 1 M-row
+//! insert.
+//!
 //! Run: `cargo run --release --example load` (options: `--seconds N`,
 //! `--rows N`, `--bulk-rows N`). Prints a Markdown table of figures and ratios.
 
@@ -62,6 +68,10 @@ fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
 }
 
 fn start_server(data_dir: &std::path::Path) -> (Child, String) {
+    start_server_with(data_dir, &[])
+}
+
+fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
     let exe = std::env::current_exe().expect("exe");
     let bin: PathBuf = exe
         .parent()
@@ -71,6 +81,7 @@ fn start_server(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(&bin)
         .args(["serve", "--flight-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
@@ -259,10 +270,171 @@ async fn main() {
         n_rows as f64 / best_l / 1e6,
         best_l / best_s
     ));
+    stop(&mut server);
+    replication(&mut table, &o, tmp.path()).await;
     println!("{}", table.join("\n"));
+}
+
+fn stop(server: &mut Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(server.id().to_string())
         .status();
     let _ = server.wait();
+}
+
+async fn sync(c: &mut FlightSqlServiceClient<Channel>) {
+    let action = arrow_flight::Action {
+        r#type: "sync".into(),
+        body: br#"{"month": "2026-01", "timeout_s": 600}"#.to_vec().into(),
+    };
+    let mut s = c.do_action(action).await.expect("sync");
+    while s.message().await.expect("sync answer").is_some() {}
+}
+
+/// Single-row INSERTs (autocommit) from `clients` clients for `secs`.
+async fn server_writes(addr: &str, clients: usize, secs: f64) -> Stats {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let addr = addr.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(&addr).await;
+            let mut lat = Vec::new();
+            let mut i = 0i64;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                c.execute_update(
+                    format!("INSERT INTO w VALUES ({}, random())", (t as i64) << 40 | i),
+                    None,
+                )
+                .await
+                .expect("insert");
+                lat.push(t0.elapsed());
+                i += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    stats(all, start.elapsed())
+}
+
+fn local_writes(path: &std::path::Path, clients: usize, secs: f64) -> Stats {
+    let db = duckdb::Connection::open(path).expect("local");
+    db.execute_batch("CREATE OR REPLACE TABLE w (id BIGINT PRIMARY KEY, v DOUBLE)")
+        .expect("w");
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let handles: Vec<_> = (0..clients)
+        .map(|t| {
+            let conn = db.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = 0i64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    conn.execute("INSERT INTO w VALUES (?, random())", [(t as i64) << 40 | i])
+                        .expect("insert");
+                    lat.push(t0.elapsed());
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().expect("thread"));
+    }
+    stats(all, start.elapsed())
+}
+
+async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
+    eprintln!("replication: write throughput and sync lag ...");
+    let mut results = Vec::new();
+    for replicas in ["7", "0"] {
+        let (mut server, addr) = start_server_with(
+            &dir.join(format!("repl{replicas}")),
+            &["--replicas", replicas],
+        );
+        let mut c = client(&addr).await;
+        c.execute_update(
+            "CREATE TABLE w (id BIGINT PRIMARY KEY, v DOUBLE)".into(),
+            None,
+        )
+        .await
+        .expect("w");
+        sync(&mut c).await;
+        let mut per = Vec::new();
+        for clients in [1usize, 8] {
+            per.push(server_writes(&addr, clients, o.seconds).await);
+            sync(&mut c).await;
+        }
+        if replicas == "7" {
+            // Sync lag of single-row writes: acknowledged → applied everywhere.
+            let mut lag = Vec::new();
+            for i in 0..300i64 {
+                c.execute_update(format!("INSERT INTO w VALUES ({}, 1)", -1 - i), None)
+                    .await
+                    .expect("insert");
+                let t0 = Instant::now();
+                sync(&mut c).await;
+                lag.push(t0.elapsed());
+            }
+            let l = stats(lag, Duration::from_secs(1));
+            table.push(format!(
+                "| sync lag, single-row write, 7 replicas: p50 / p99 | {:.2} ms / {:.2} ms | | |",
+                l.p50_us / 1e3,
+                l.p99_us / 1e3
+            ));
+            let mut big = Vec::new();
+            for k in 0..3 {
+                let t = Instant::now();
+                c.execute_update(
+                    format!(
+                        "INSERT INTO w SELECT range + {}, random() FROM range(1000000)",
+                        (k + 1) << 32
+                    ),
+                    None,
+                )
+                .await
+                .expect("big insert");
+                let write = t.elapsed();
+                let t0 = Instant::now();
+                sync(&mut c).await;
+                big.push((write, t0.elapsed()));
+            }
+            big.sort_by_key(|b| b.1);
+            let (w, l) = big[1];
+            table.push(format!(
+                "| 1 M-row INSERT, 7 replicas: write / sync lag (median of 3) | {:.2} s / {:.2} s | | |",
+                w.as_secs_f64(),
+                l.as_secs_f64()
+            ));
+        }
+        stop(&mut server);
+        results.push((replicas, per));
+    }
+    for (i, clients) in [1usize, 8].into_iter().enumerate() {
+        let local = local_writes(
+            &dir.join(format!("local_w{clients}.db")),
+            clients,
+            o.seconds,
+        );
+        for (replicas, per) in &results {
+            let s = &per[i];
+            table.push(format!(
+                "| single-row write tx/s, {clients} client(s), --replicas {replicas} (p50 {:.2} ms) | {:.0} | {:.0} | {:.2} |",
+                s.p50_us / 1e3,
+                s.qps,
+                local.qps,
+                s.qps / local.qps
+            ));
+        }
+    }
 }

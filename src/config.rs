@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// sync; reads go to a random one) [default: 7].
     #[arg(long, env = "DUCKFLOCK_REPLICAS")]
     pub replicas: Option<usize>,
+    /// Let reads without an `x-duckflock-token` be served by a replica that
+    /// has not applied the latest writes yet (faster under write load)
+    /// [default: false: every read sees the writes committed before it].
+    #[arg(long, env = "DUCKFLOCK_STALE_READS", num_args = 0..=1, default_missing_value = "true")]
+    pub stale_reads: Option<bool>,
     /// Allow a non-loopback listen address without authentication.
     #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -81,6 +86,7 @@ pub struct ServeConfig {
     pub timezone: chrono_tz::Tz,
     pub session_timeout: std::time::Duration,
     pub replicas: usize,
+    pub stale_reads: bool,
     pub insecure: bool,
 }
 
@@ -129,6 +135,7 @@ impl ServeArgs {
                 self.session_timeout.or(file.session_timeout).unwrap_or(900),
             ),
             replicas: self.replicas.or(file.replicas).unwrap_or(7),
+            stale_reads: self.stale_reads.or(file.stale_reads).unwrap_or(false),
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
         if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {

@@ -22,6 +22,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         timezone: cfg.timezone,
         session_timeout: cfg.session_timeout,
         replicas: cfg.replicas,
+        stale_reads: cfg.stale_reads,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();

@@ -71,13 +71,21 @@ async fn ddl_and_dml_through_query_path_take_effect_once() {
         .unwrap();
     assert_eq!(n, 1);
     // A script: several statements, the last one's result comes back.
+    query(&mut c, "CREATE TABLE u AS SELECT * FROM range(5) r(i)")
+        .await
+        .unwrap();
     let b = query(
         &mut c,
-        "CREATE TABLE u AS SELECT * FROM range(5) r(i); SELECT sum(i) AS s FROM u",
+        "INSERT INTO u VALUES (0); SELECT sum(i) AS s FROM u",
     )
     .await
     .unwrap();
     assert!(pretty(&b).contains("| 10 |"), "{}", pretty(&b));
+    // DDL inside a script is refused: replicas replay DDL by its own text.
+    let e = query(&mut c, "CREATE TABLE u2 (i INT); SELECT 1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("statement of its own"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1130,7 +1138,7 @@ fn node_header(stream: &arrow_flight::decode::FlightRecordBatchStream) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reads_name_the_node_that_served_them() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--replicas", "0"]); // replica routing: tests/python/test_replication.py
     let mut c = server.client().await;
     c.set_header("x-duckflock-month", "2026-09");
     c.execute_update("CREATE TABLE n AS SELECT 1 AS v".into(), None)

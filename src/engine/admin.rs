@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::capture;
 use super::error::{EngineError, EngineResult, ErrorClass};
-use super::replica::Health;
 use super::month::MonthId;
 use super::months::Month;
+use super::replica::Health;
 use super::{blocking, Engine};
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,7 +202,14 @@ impl Engine {
                     .replicas
                     .iter()
                     .filter(|r| r.health() != Health::Healthy || r.applied() < target)
-                    .map(|r| format!("node_{} ({}, LSN {})", r.index, r.health().name(), r.applied()))
+                    .map(|r| {
+                        format!(
+                            "node_{} ({}, LSN {})",
+                            r.index,
+                            r.health().name(),
+                            r.applied()
+                        )
+                    })
                     .collect();
                 if behind.is_empty() {
                     break;
@@ -210,7 +217,10 @@ impl Engine {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(EngineError::new(
                         ErrorClass::DeadlineExceeded,
-                        format!("{id}: replicas did not reach LSN {target} in time: {}", behind.join(", ")),
+                        format!(
+                            "{id}: replicas did not reach LSN {target} in time: {}",
+                            behind.join(", ")
+                        ),
                     ));
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
@@ -232,28 +242,26 @@ impl Engine {
             .existing_month(id)
             .await?
             .ok_or_else(|| EngineError::not_found(format!("month {month} does not exist")))?;
-        let r = m
-            .replicas
-            .iter()
-            .find(|r| r.index == node)
-            .ok_or_else(|| {
-                EngineError::invalid(format!(
-                    "node {node} is not a replica of {month} (replicas are 1..={})",
-                    m.replicas.len()
-                ))
-            })?;
+        let r = m.replicas.iter().find(|r| r.index == node).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "node {node} is not a replica of {month} (replicas are 1..={})",
+                m.replicas.len()
+            ))
+        })?;
         r.request_rebuild();
         Ok(())
     }
 
-    /// Drops log entries every healthy replica has applied (janitor).
+    /// Drops log entries every live replica has applied (janitor).
     pub(super) fn prune_logs(&self) {
         for m in self.months.open_months() {
             let last = m.log.last_lsn();
             let upto = m
                 .replicas
                 .iter()
-                .filter(|r| r.health() == Health::Healthy)
+                // A replica being opened or rebuilt still needs its next
+                // change sets; only a failed one (rebuilt from a copy) does not.
+                .filter(|r| r.health() != Health::Failed)
                 .map(|r| r.applied())
                 .min()
                 .unwrap_or(last);

@@ -28,7 +28,11 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64) -> EngineResult
         ),
     )?;
     let Some(first) = sets.first() else {
-        return Ok(applied);
+        // Called only when the primary is ahead: the change sets were pruned.
+        return Err(EngineError::internal(format!(
+            "change set {} is no longer in the log",
+            applied + 1
+        )));
     };
     let first_lsn: u64 = first[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
     if first_lsn != applied + 1 {
@@ -212,7 +216,12 @@ fn advance_sequence(replica: &Conn, schema: &str, name: &str, last: i64) -> Engi
     let Some(r) = r.first() else {
         return Ok(()); // dropped later in the same change set
     };
-    let num = |i: usize| r.get(i).cloned().flatten().and_then(|v| v.parse::<i64>().ok());
+    let num = |i: usize| {
+        r.get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<i64>().ok())
+    };
     let (Some(start), Some(inc)) = (num(1), num(2)) else {
         return Ok(());
     };
@@ -225,9 +234,7 @@ fn advance_sequence(replica: &Conn, schema: &str, name: &str, last: i64) -> Engi
     };
     if steps > 0 {
         let seq = literal(&format!("{}.{}", quote(schema), quote(name)));
-        replica.execute_batch(&format!(
-            "SELECT max(nextval({seq})) FROM range({steps})"
-        ))?;
+        replica.execute_batch(&format!("SELECT max(nextval({seq})) FROM range({steps})"))?;
     }
     Ok(())
 }

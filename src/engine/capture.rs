@@ -100,13 +100,20 @@ pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
          CREATE TABLE IF NOT EXISTS {S}.ddl (txn BIGINT, stmt BIGINT, sql VARCHAR, images VARCHAR);",
         m = literal(month)
     ))?;
-    let meta = rows(conn, &format!("SELECT value FROM {S}.meta WHERE key = 'epoch'"))?;
+    let meta = rows(
+        conn,
+        &format!("SELECT value FROM {S}.meta WHERE key = 'epoch'"),
+    )?;
     let epoch = meta.first().map(|r| cell(r, 0)).unwrap_or_default();
     let last = rows(
         conn,
         &format!("SELECT coalesce(max(lsn), 0), coalesce(max(txn), 0) FROM {S}.changes"),
     )?;
-    let (last_lsn, mut max_txn) = last.first().map(|r| (int(r, 0), int(r, 1))).unwrap_or((0, 0));
+    let (mut last_lsn, mut max_txn) = last
+        .first()
+        .map(|r| (int(r, 0), int(r, 1)))
+        .unwrap_or((0, 0));
+    last_lsn = last_lsn.max(pruned_lsn(conn)? as i64);
     for s in shadows(conn)? {
         let r = rows(
             conn,
@@ -129,6 +136,15 @@ pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
         }
     }
     Ok((epoch, last_lsn as u64, max_txn as u64 + 1))
+}
+
+/// The last change set pruned from the log (0: none).
+pub fn pruned_lsn(conn: &Conn) -> EngineResult<u64> {
+    let r = rows(
+        conn,
+        &format!("SELECT value FROM {S}.meta WHERE key = 'pruned_lsn'"),
+    )?;
+    Ok(r.first().map(|r| int(r, 0)).unwrap_or(0) as u64)
 }
 
 /// Every shadow table: (shadow, schema, table).
@@ -509,8 +525,8 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
     out
 }
 
-/// Deletes log entries every replica has applied (all up to `upto`, keeping
-/// the change set `upto` itself as the high-water mark) and drops retired
+/// Deletes log entries every replica has applied (all up to `upto`, which is
+/// recorded as `pruned_lsn`, the LSN high-water mark once the log is empty) and drops retired
 /// shadows that became empty. Runs in its own transaction.
 pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
     conn.execute_batch("BEGIN TRANSACTION")?;
@@ -524,12 +540,19 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
         }
         conn.execute_batch(&format!(
             "DELETE FROM {S}.ddl WHERE txn IN ({done});
-             DELETE FROM {S}.changes WHERE lsn < {upto};"
+             DELETE FROM {S}.changes WHERE lsn <= {upto};
+             INSERT OR REPLACE INTO {S}.meta VALUES ('pruned_lsn', '{upto}');"
         ))?;
-        let retired = rows(conn, &format!("SELECT shadow FROM {S}.capture WHERE NOT live"))?;
+        let retired = rows(
+            conn,
+            &format!("SELECT shadow FROM {S}.capture WHERE NOT live"),
+        )?;
         for r in retired {
             let shadow = cell(&r, 0);
-            let n = rows(conn, &format!("SELECT count(*) FROM {S}.{}", quote(&shadow)))?;
+            let n = rows(
+                conn,
+                &format!("SELECT count(*) FROM {S}.{}", quote(&shadow)),
+            )?;
             if n.first().map(|r| int(r, 0)) == Some(0) {
                 conn.execute_batch(&format!(
                     "DROP TABLE {S}.{}; DELETE FROM {S}.capture WHERE shadow = {}",

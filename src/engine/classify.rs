@@ -21,8 +21,8 @@ pub fn classify(t: StatementType) -> StatementKind {
     use StatementType::*;
     match t {
         Select | Explain | Call | Pragma => StatementKind::Read,
-        Insert | Update | Delete | MergeInto | Create | CreateFunc | Alter | Drop | Multi | Analyze
-        | Vacuum => StatementKind::Write,
+        Insert | Update | Delete | MergeInto | Create | CreateFunc | Alter | Drop | Multi
+        | Analyze | Vacuum => StatementKind::Write,
         Transaction => StatementKind::Transaction,
         Attach | Detach => {
             StatementKind::Forbidden("ATTACH/DETACH is not allowed: each month is its own catalog")

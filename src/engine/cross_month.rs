@@ -178,8 +178,7 @@ impl Engine {
                         return;
                     }
                 };
-                let (schema_rx, mut inner) =
-                    exec::spawn_stream(
+                let (schema_rx, mut inner) = exec::spawn_stream(
                     lease,
                     sql.clone(),
                     params.clone(),

@@ -65,6 +65,10 @@ pub struct EngineConfig {
     pub session_timeout: Duration,
     /// Replicas per month (`node_1..=N`).
     pub replicas: usize,
+    /// Reads without a token may be served by a replica that lags the
+    /// primary (`--stale-reads`). Off: a read waits for a replica holding
+    /// every write committed before it arrived (read-after-write for all).
+    pub stale_reads: bool,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -361,7 +365,10 @@ impl Engine {
             }
         }
         if prefer == Prefer::Replica {
-            let min_lsn = self.token_lsn(ctx, &month_obj);
+            let mut min_lsn = self.token_lsn(ctx, &month_obj);
+            if !self.cfg.stale_reads {
+                min_lsn = min_lsn.map(|l| l.max(month_obj.log.last_lsn()));
+            }
             if let Some(min_lsn) = min_lsn {
                 if let Some((node, i)) = pick_replica(&month_obj, min_lsn).await {
                     return Ok(Routed {
@@ -510,16 +517,23 @@ impl Engine {
             return self.stream_cross_month(spec, sql, params).await;
         }
         let month = self.resolve_month(ctx)?;
-        let routed = self.lease_for(ctx, month, Some(sql), Prefer::Replica).await?;
+        let routed = self
+            .lease_for(ctx, month, Some(sql), Prefer::Replica)
+            .await?;
         let replica_read = routed.node != SCRATCH_NODE && matches!(routed.mode, Mode::ReadOnly);
         match self.stream_on(routed, sql, params.clone()).await {
             Err(e) if e.class == ErrorClass::WrongNode && replica_read => {
-                let routed = self.lease_for(ctx, month, Some(sql), Prefer::Primary).await?;
+                let routed = self
+                    .lease_for(ctx, month, Some(sql), Prefer::Primary)
+                    .await?;
                 self.stream_on(routed, sql, params).await
             }
             Err(e) if e.class == ErrorClass::WrongNode => Err(EngineError::new(
                 ErrorClass::FailedPrecondition,
-                format!("{} (month {month} does not exist yet: only reads run on it)", e.message),
+                format!(
+                    "{} (month {month} does not exist yet: only reads run on it)",
+                    e.message
+                ),
             )),
             other => other,
         }
@@ -584,7 +598,9 @@ impl Engine {
             mode,
             node,
             month,
-        } = self.lease_for(ctx, month, Some(sql), Prefer::Primary).await?;
+        } = self
+            .lease_for(ctx, month, Some(sql), Prefer::Primary)
+            .await?;
         let deadline = self.deadline();
         let out = blocking(move || {
             lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, &mode)))

@@ -12,10 +12,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::duck::DbOptions;
 
-use super::error::{EngineError, EngineResult};
-use super::month::MonthId;
 use super::capture;
 use super::changelog::ChangeLog;
+use super::error::{EngineError, EngineResult};
+use super::month::MonthId;
 use super::node::Node;
 use super::replica::{self, Replica};
 
@@ -58,18 +58,23 @@ impl Month {
             })
     }
 
-    /// A random healthy replica, else the primary, with its node number.
+    /// A random healthy replica that holds every committed write, else the
+    /// primary, with its node number.
     pub fn read_node(&self) -> (Arc<Node>, usize) {
         let serving: Vec<(Arc<Node>, usize)> = self
             .replicas
             .iter()
+            .filter(|r| r.applied() >= self.log.last_lsn())
             .filter_map(|r| r.serving().map(|n| (n, r.index)))
             .collect();
         if serving.is_empty() {
             return (Arc::clone(self.primary()), 0);
         }
         let i = rand::random_range(0..serving.len());
-        serving.into_iter().nth(i).unwrap_or_else(|| (Arc::clone(self.primary()), 0))
+        serving
+            .into_iter()
+            .nth(i)
+            .unwrap_or_else(|| (Arc::clone(self.primary()), 0))
     }
 
     /// Every open node file of the month (primary first).

@@ -186,7 +186,9 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
         lease.with(|c| {
             rows(
                 c,
-                &format!("SELECT key, value FROM {S}.meta WHERE key IN ('epoch', 'role', 'applied_lsn')"),
+                &format!(
+                    "SELECT key, value FROM {S}.meta WHERE key IN ('epoch', 'role', 'applied_lsn')"
+                ),
             )
         })?
     };
@@ -195,26 +197,22 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
             .find(|r| r[0].as_deref() == Some(k))
             .and_then(|r| r[1].clone())
     };
-    if get("epoch").as_deref() != Some(log.epoch.as_str()) || get("role").as_deref() != Some("replica")
+    if get("epoch").as_deref() != Some(log.epoch.as_str())
+        || get("role").as_deref() != Some("replica")
     {
         return Err(EngineError::invalid("file is from another history"));
     }
     let applied: u64 = get("applied_lsn")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| EngineError::invalid("no applied_lsn"))?;
-    let oldest = {
+    let pruned = {
         let mut lease = m.primary().lease()?;
-        lease.with(|c| rows(c, &format!("SELECT coalesce(min(lsn), 0) FROM {S}.changes")))?
+        lease.with(capture::pruned_lsn)?
     };
-    let oldest: u64 = oldest
-        .first()
-        .and_then(|r| r[0].as_deref())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     if applied > log.last_lsn() {
         return Err(EngineError::invalid("replica is ahead of the primary"));
     }
-    if applied < log.last_lsn() && applied + 1 < oldest {
+    if applied < log.last_lsn() && applied < pruned {
         return Err(EngineError::invalid("replica is behind the retained log"));
     }
     r.applied.store(applied, Ordering::SeqCst);
@@ -275,6 +273,8 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 fn copy_file(from: &Path, to: &Path) -> EngineResult<()> {
     let io = |e: std::io::Error| EngineError::internal(format!("copying {}: {e}", from.display()));
     std::fs::copy(from, to).map_err(io)?;
-    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
     Ok(())
 }

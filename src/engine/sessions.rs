@@ -49,9 +49,10 @@ impl Engine {
                 "transaction {id} does not exist (expired or ended)"
             ))
         })?;
-        let m = self.existing_month(txn.month).await?.ok_or_else(|| {
-            EngineError::not_found(format!("month {} does not exist", txn.month))
-        })?;
+        let m = self
+            .existing_month(txn.month)
+            .await?
+            .ok_or_else(|| EngineError::not_found(format!("month {} does not exist", txn.month)))?;
         let log = Arc::clone(&m.log);
         let lsn = blocking(move || {
             let conn = txn.conn.lock();

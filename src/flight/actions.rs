@@ -86,7 +86,9 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
         }
         "sync" => {
             let body: SyncBody = json_body(&action.body)?;
-            let timeout = std::time::Duration::from_secs_f64(body.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0));
+            let timeout = std::time::Duration::from_secs_f64(
+                body.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0),
+            );
             let status = engine
                 .sync(body.month.as_deref(), timeout)
                 .await
@@ -100,7 +102,10 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                     "resync_replica needs {\"month\": \"YYYY-MM\", \"node\": N}",
                 ));
             };
-            engine.resync_replica(&month, node).await.map_err(to_status)?;
+            engine
+                .resync_replica(&month, node)
+                .await
+                .map_err(to_status)?;
             json_result(&serde_json::json!({ "month": month, "node": node, "rebuilding": true }))
         }
         other => Err(Status::invalid_argument(format!(

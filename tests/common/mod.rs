@@ -38,6 +38,14 @@ impl Server {
             .arg(data_dir)
             .arg("--flight-addr")
             .arg("127.0.0.1:0")
+            // These tests check single-node features (memory budget per
+            // file, streaming, timeouts); replication has its own tests in
+            // tests/python/test_replication.py. A test may pass --replicas.
+            .args(if extra.contains(&"--replicas") {
+                &[][..]
+            } else {
+                &["--replicas", "0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "duckflock=warn")
             .stdout(Stdio::piped())

@@ -187,7 +187,8 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
 
 def test_read_your_writes_with_token(tmp_path):
     data = str(tmp_path / "data")
-    proc, uri = start_server(data, "--replicas", str(REPLICAS))
+    # --stale-reads: only the token makes a replica wait for the write.
+    proc, uri = start_server(data, "--replicas", str(REPLICAS), "--stale-reads")
     try:
         c = Client(uri)
         c.update("CREATE TABLE ryw (round INTEGER, v DOUBLE)", month=MONTH)
