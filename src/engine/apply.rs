@@ -6,7 +6,7 @@
 
 use crate::duck::{copy_rows, Conn};
 
-use super::capture::{literal, quote, ChangeSet, Op};
+use super::capture::{in_transaction, literal, quote, ChangeSet, Op};
 use super::catalog::rows;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA as S;
@@ -41,8 +41,7 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64) -> EngineResult
             applied + 1
         )));
     }
-    replica.execute_batch("BEGIN TRANSACTION")?;
-    let out = (|| {
+    in_transaction(replica, || {
         let mut last = applied;
         for s in &sets {
             let lsn: u64 = s[0].as_deref().unwrap_or("0").parse().unwrap_or(0);
@@ -62,17 +61,7 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64) -> EngineResult
             "INSERT OR REPLACE INTO {S}.meta VALUES ('applied_lsn', '{last}')"
         ))?;
         Ok(last)
-    })();
-    match out {
-        Ok(last) => {
-            replica.execute_batch("COMMIT")?;
-            Ok(last)
-        }
-        Err(e) => {
-            let _ = replica.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 fn apply_one(primary: &Conn, replica: &Conn, txn: u64, cs: &ChangeSet) -> EngineResult<()> {

@@ -84,6 +84,24 @@ fn int(row: &[Option<String>], i: usize) -> i64 {
     cell(row, i).parse().unwrap_or(0)
 }
 
+/// Runs `f` inside BEGIN/COMMIT on `conn`; rolls back when it fails.
+pub(super) fn in_transaction<T>(
+    conn: &Conn,
+    f: impl FnOnce() -> EngineResult<T>,
+) -> EngineResult<T> {
+    conn.execute_batch("BEGIN TRANSACTION")?;
+    match f() {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Creates the bookkeeping tables of a primary (idempotent) and returns
 /// (epoch, last LSN, next transaction id).
 pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
@@ -122,19 +140,11 @@ pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
         max_txn = max_txn.max(r.first().map(|r| int(r, 0)).unwrap_or(0));
     }
     // Tables that predate capture (or were made without it) get triggers.
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let out = (|| {
+    in_transaction(conn, || {
         drop_triggers(conn)?;
         reconcile(conn, 0, 0, None)?;
         Ok::<_, EngineError>(())
-    })();
-    match out {
-        Ok(()) => conn.execute_batch("COMMIT")?,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-    }
+    })?;
     Ok((epoch, last_lsn as u64, max_txn as u64 + 1))
 }
 
@@ -529,8 +539,7 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
 /// recorded as `pruned_lsn`, the LSN high-water mark once the log is empty) and drops retired
 /// shadows that became empty. Runs in its own transaction.
 pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let out = (|| {
+    in_transaction(conn, || {
         let done = format!("SELECT txn FROM {S}.changes WHERE lsn <= {upto}");
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!(
@@ -562,21 +571,13 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
             }
         }
         Ok::<_, EngineError>(())
-    })();
-    match out {
-        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Makes a fresh copy of the primary a replica: no triggers, no shadows, no
 /// log; `applied_lsn` set to the LSN the copy was taken at.
 pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
-    let out = (|| {
+    in_transaction(conn, || {
         drop_triggers(conn)?;
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
@@ -586,12 +587,5 @@ pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
              INSERT OR REPLACE INTO {S}.meta VALUES ('role', 'replica'), ('applied_lsn', '{lsn}');"
         ))?;
         Ok::<_, EngineError>(())
-    })();
-    match out {
-        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
