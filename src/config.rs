@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// [default: false: every read sees the writes committed before it].
     #[arg(long, env = "DUCKFLOCK_STALE_READS", num_args = 0..=1, default_missing_value = "true")]
     pub stale_reads: Option<bool>,
+    /// Fault injection for tests: every replica waits this many
+    /// milliseconds before applying each batch of change sets, so replicas
+    /// visibly lag the primary [default: 0].
+    #[arg(long, hide = true)]
+    pub apply_delay_ms: Option<u64>,
     /// Allow a non-loopback listen address without authentication.
     #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
@@ -87,6 +92,7 @@ pub struct ServeConfig {
     pub session_timeout: std::time::Duration,
     pub replicas: usize,
     pub stale_reads: bool,
+    pub apply_delay: std::time::Duration,
     pub insecure: bool,
 }
 
@@ -136,6 +142,9 @@ impl ServeArgs {
             ),
             replicas: self.replicas.or(file.replicas).unwrap_or(7),
             stale_reads: self.stale_reads.or(file.stale_reads).unwrap_or(false),
+            apply_delay: std::time::Duration::from_millis(
+                self.apply_delay_ms.or(file.apply_delay_ms).unwrap_or(0),
+            ),
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
         if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {

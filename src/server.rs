@@ -23,6 +23,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         session_timeout: cfg.session_timeout,
         replicas: cfg.replicas,
         stale_reads: cfg.stale_reads,
+        apply_delay: cfg.apply_delay,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();

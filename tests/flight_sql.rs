@@ -1197,21 +1197,25 @@ async fn reads_name_the_node_that_served_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_years_of_months_start_closed_and_share_the_budget() {
+    // 24 months x (1 primary + 7 replicas) = 192 DuckDB files.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let months: Vec<String> = (0..24)
         .map(|i| format!("{}-{:02}", 2024 + i / 12, i % 12 + 1))
         .collect();
     {
-        let server = Server::start_in(&dir, &[]);
+        let server = Server::start_in(&dir, &["--replicas", "7"]);
         let mut c = server.client().await;
         for m in &months {
             action_json(&mut c, "create_month", &format!(r#"{{"month": "{m}"}}"#))
                 .await
                 .unwrap();
         }
+        action_json(&mut c, "sync", r#"{"timeout_s": 120}"#)
+            .await
+            .unwrap();
     }
-    let server = Server::start_in(&dir, &["--memory-limit", "24GiB"]);
+    let server = Server::start_in(&dir, &["--memory-limit", "24GiB", "--replicas", "7"]);
     let mut c = server.client().await;
     // Every month is known, none is open.
     let st = action_json(&mut c, "node_status", "{}").await.unwrap();
@@ -1220,21 +1224,33 @@ async fn two_years_of_months_start_closed_and_share_the_budget() {
     assert!(st.iter().all(|m| m["open"] == false), "{st:?}");
     let info = c.get_catalogs().await.unwrap();
     assert_eq!(rows(&fetch(&mut c, info).await.unwrap()), 24);
-    // Using all of them opens each once; together they stay within the budget.
+    // Using all of them opens each once (all 8 files); together every file's
+    // memory_limit stays within the budget.
     for m in &months {
         assert!(!memory_limit_of(&server, m).await.is_empty());
     }
+    action_json(&mut c, "sync", r#"{"timeout_s": 120}"#)
+        .await
+        .unwrap();
+    let st = action_json(&mut c, "node_status", "{}").await.unwrap();
     let mut total_mib = 0.0;
-    for m in &months {
-        let v = memory_limit_of(&server, m).await;
-        let (n, unit) = v.split_once(' ').unwrap();
-        let n: f64 = n.parse().unwrap();
-        total_mib += match unit {
-            "GiB" => n * 1024.0,
-            "MiB" => n,
-            other => panic!("unit {other}"),
-        };
+    let mut files = 0;
+    for m in st["months"].as_array().unwrap() {
+        assert_eq!(m["open"], true, "{m}");
+        for n in m["nodes"].as_array().unwrap() {
+            assert_eq!(n["state"], "healthy", "{n}");
+            let v = n["memory_limit"].as_str().unwrap();
+            let (n, unit) = v.split_once(' ').unwrap();
+            let n: f64 = n.parse().unwrap();
+            total_mib += match unit {
+                "GiB" => n * 1024.0,
+                "MiB" => n,
+                other => panic!("unit {other}"),
+            };
+            files += 1;
+        }
     }
+    assert_eq!(files, 24 * 8);
     assert!(
         total_mib <= 24.0 * 1024.0 * 1.01,
         "sum of memory_limit {total_mib} MiB exceeds the 24 GiB budget"

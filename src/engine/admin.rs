@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::capture;
+use super::catalog::rows;
 use super::error::{EngineError, EngineResult, ErrorClass};
 use super::month::MonthId;
 use super::months::Month;
+use super::node::Node;
 use super::replica::Health;
 use super::{blocking, Engine};
 
@@ -30,6 +32,8 @@ pub struct NodeStatus {
     pub state: &'static str,
     pub error: Option<String>,
     pub size_bytes: u64,
+    /// The file's DuckDB `memory_limit` now (its share of `--memory-limit`).
+    pub memory_limit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +61,13 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
+/// The node's `memory_limit` setting (`None`: the node does not answer).
+fn memory_limit(node: &Node) -> Option<String> {
+    let conn = node.connect().ok()?;
+    let r = rows(&conn, "SELECT current_setting('memory_limit')").ok()?;
+    r.first().and_then(|r| r.first().cloned().flatten())
+}
+
 fn status_of(
     month: MonthId,
     data_dir: &Path,
@@ -79,6 +90,7 @@ fn status_of(
                     lag_lsn: None,
                     lag_ms: None,
                     error: None,
+                    memory_limit: None,
                 }
             })
             .collect();
@@ -90,11 +102,8 @@ fn status_of(
         };
     };
     let last = m.log.last_lsn();
-    let healthy = m
-        .primary()
-        .connect()
-        .and_then(|c| Ok(c.execute_batch("SELECT 1")?))
-        .is_ok();
+    let primary_memory = memory_limit(m.primary());
+    let healthy = primary_memory.is_some();
     let mut nodes = vec![NodeStatus {
         id: 0,
         role: "primary",
@@ -106,6 +115,7 @@ fn status_of(
         state: if healthy { "healthy" } else { "failed" },
         error: None,
         size_bytes: file_size(&m.primary_path),
+        memory_limit: primary_memory,
     }];
     for r in &m.replicas {
         let applied = r.applied();
@@ -130,6 +140,7 @@ fn status_of(
             state: health.name(),
             error: r.last_error.lock().clone(),
             size_bytes: file_size(&r.path),
+            memory_limit: r.node().and_then(|n| memory_limit(&n)),
         });
     }
     MonthStatus {

@@ -61,6 +61,13 @@ pub struct SeqPos {
     pub last: i64,
 }
 
+impl SeqPos {
+    /// The sequence's quoted name, `"schema"."name"`.
+    pub fn key(&self) -> String {
+        format!("{}.{}", quote(&self.schema), quote(&self.name))
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChangeSet {
     pub ops: Vec<Op>,
@@ -386,64 +393,80 @@ fn create_triggers(conn: &Conn, schema: &str, table: &str, shadow: &str) -> Engi
 }
 
 /// The change set of transaction `txn` as seen inside it (before COMMIT),
-/// and the sequence positions that moved since the last shipped ones.
+/// and the sequence positions that moved since the last shipped ones. One
+/// query reads the DDL steps, each shadow's statements and the sequences
+/// (rows tagged `d`, `r`, `q`).
 pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet> {
-    let mut ops: Vec<Op> = Vec::new();
-    let ddl = rows(
-        conn,
-        &format!("SELECT stmt, sql, images FROM {S}.ddl WHERE txn = {txn} ORDER BY stmt"),
-    )?;
-    let mut ddl_stmts = Vec::new();
-    for d in &ddl {
-        let images: Vec<Image> = serde_json::from_str(&cell(d, 2))
-            .map_err(|e| EngineError::internal(format!("images: {e}")))?;
-        ddl_stmts.push(int(d, 0));
-        ops.push(Op::Ddl {
-            stmt: int(d, 0),
-            sql: cell(d, 1),
-            images,
-        });
-    }
     let all = shadows(conn)?;
-    if !all.is_empty() {
-        let union = all
-            .iter()
-            .map(|(shadow, _, _)| {
-                format!(
-                    "SELECT {} AS shadow, __stmt, bool_or(__op < 0), bool_or(__op > 0)
-                     FROM {S}.{} WHERE __txn = {txn} GROUP BY __stmt",
-                    literal(shadow),
-                    quote(shadow)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        for r in rows(conn, &format!("{union} ORDER BY 2"))? {
-            let stmt = int(&r, 1);
-            if ddl_stmts.contains(&stmt) {
-                continue; // a DDL statement's image rows
+    let mut parts = vec![
+        format!(
+            "SELECT 'd' AS k, stmt AS n, sql AS a, images AS b, NULL::BOOLEAN AS del, NULL::BOOLEAN AS ins
+             FROM {S}.ddl WHERE txn = {txn}"
+        ),
+        format!(
+            "SELECT 'q', last_value, schema_name, sequence_name, NULL, NULL FROM duckdb_sequences()
+             WHERE database_name = current_database() AND NOT temporary
+               AND schema_name <> '{S}' AND last_value IS NOT NULL"
+        ),
+    ];
+    for (shadow, _, _) in &all {
+        parts.push(format!(
+            "SELECT 'r', __stmt, {}, NULL, bool_or(__op < 0), bool_or(__op > 0)
+             FROM {S}.{} WHERE __txn = {txn} GROUP BY __stmt",
+            literal(shadow),
+            quote(shadow)
+        ));
+    }
+    let mut ops: Vec<Op> = Vec::new();
+    let mut ddl_stmts = Vec::new();
+    let mut row_steps = Vec::new();
+    let mut seqs = Vec::new();
+    for r in rows(conn, &parts.join(" UNION ALL "))? {
+        match cell(&r, 0).as_str() {
+            "d" => {
+                let images: Vec<Image> = serde_json::from_str(&cell(&r, 3))
+                    .map_err(|e| EngineError::internal(format!("images: {e}")))?;
+                ddl_stmts.push(int(&r, 1));
+                ops.push(Op::Ddl {
+                    stmt: int(&r, 1),
+                    sql: cell(&r, 2),
+                    images,
+                });
             }
-            let shadow = cell(&r, 0);
-            let Some((_, schema, table)) = all.iter().find(|(s, _, _)| *s == shadow) else {
-                continue;
-            };
-            ops.push(Op::Rows {
-                lo: stmt,
-                hi: stmt,
-                schema: schema.clone(),
-                table: table.clone(),
-                shadow,
-                del: cell(&r, 2) == "true",
-                ins: cell(&r, 3) == "true",
-            });
+            "q" => seqs.push(SeqPos {
+                schema: cell(&r, 2),
+                name: cell(&r, 3),
+                last: int(&r, 1),
+            }),
+            _ => row_steps.push(r),
         }
+    }
+    for r in row_steps {
+        let stmt = int(&r, 1);
+        if ddl_stmts.contains(&stmt) {
+            continue; // a DDL statement's image rows
+        }
+        let shadow = cell(&r, 2);
+        let Some((_, schema, table)) = all.iter().find(|(s, _, _)| *s == shadow) else {
+            continue;
+        };
+        ops.push(Op::Rows {
+            lo: stmt,
+            hi: stmt,
+            schema: schema.clone(),
+            table: table.clone(),
+            shadow,
+            del: cell(&r, 4) == "true",
+            ins: cell(&r, 5) == "true",
+        });
     }
     ops.sort_by_key(|op| match op {
         Op::Ddl { stmt, .. } => *stmt,
         Op::Rows { lo, .. } => *lo,
     });
     let ops = merge_inserts(ops);
-    let seqs = moved_sequences(conn, log)?;
+    let state = log.lock();
+    seqs.retain(|p: &SeqPos| state.shipped_seqs.get(&p.key()) != Some(&p.last));
     Ok(ChangeSet { ops, seqs })
 }
 
@@ -478,30 +501,6 @@ fn merge_inserts(ops: Vec<Op>) -> Vec<Op> {
     out
 }
 
-fn moved_sequences(conn: &Conn, log: &ChangeLog) -> EngineResult<Vec<SeqPos>> {
-    let now = rows(
-        conn,
-        &format!(
-            "SELECT schema_name, sequence_name, last_value FROM duckdb_sequences()
-             WHERE database_name = current_database() AND NOT temporary
-               AND schema_name <> '{S}' AND last_value IS NOT NULL"
-        ),
-    )?;
-    let state = log.lock();
-    Ok(now
-        .iter()
-        .map(|r| SeqPos {
-            schema: cell(r, 0),
-            name: cell(r, 1),
-            last: int(r, 2),
-        })
-        .filter(|p| {
-            let key = format!("{}.{}", quote(&p.schema), quote(&p.name));
-            state.shipped_seqs.get(&key) != Some(&p.last)
-        })
-        .collect())
-}
-
 /// Commits a captured transaction: an empty change set commits plainly; a
 /// non-empty one gets the next LSN, is written to the log and commits with
 /// the data. Returns the LSN (`None`: nothing to ship). Rolls back on error.
@@ -522,8 +521,7 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
         ))?;
         conn.execute_batch("COMMIT")?;
         for p in cs.seqs {
-            let key = format!("{}.{}", quote(&p.schema), quote(&p.name));
-            let e = state.shipped_seqs.entry(key).or_insert(p.last);
+            let e = state.shipped_seqs.entry(p.key()).or_insert(p.last);
             *e = (*e).max(p.last);
         }
         log.committed(&mut state, lsn);

@@ -69,6 +69,8 @@ pub struct EngineConfig {
     /// primary (`--stale-reads`). Off: a read waits for a replica holding
     /// every write committed before it arrived (read-after-write for all).
     pub stale_reads: bool,
+    /// Fault injection: replicas wait this long before each batch.
+    pub apply_delay: Duration,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -180,8 +182,13 @@ impl Engine {
             temp_directory: Some(cfg.data_dir.join(".tmp").to_string_lossy().into_owned()),
             read_only: false,
         };
-        let months =
-            MonthRegistry::open(cfg.data_dir.clone(), opts, cfg.memory_budget, cfg.replicas)?;
+        let months = MonthRegistry::open(
+            cfg.data_dir.clone(),
+            opts,
+            cfg.memory_budget,
+            cfg.replicas,
+            cfg.apply_delay,
+        )?;
         let keywords = catalog::keywords(months.void())?;
         let session_timeout = cfg.session_timeout;
         Ok(Arc::new(Engine {

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,9 @@ pub struct Month {
     pub log: Arc<ChangeLog>,
     /// `node_1..=N`, each kept up to date by its applier thread.
     pub replicas: Vec<Arc<Replica>>,
+    /// Bytes of memory each of this month's files may use now (its share of
+    /// the budget); a replica file opened later takes this value.
+    pub memory_share: AtomicU64,
 }
 
 impl Month {
@@ -94,6 +98,8 @@ pub struct MonthRegistry {
     data_dir: PathBuf,
     /// Replicas per month (`--replicas`).
     replicas: usize,
+    /// Fault injection (`--apply-delay-ms`): appliers wait before each batch.
+    apply_delay: Duration,
     opts: DbOptions,
     /// Bytes of DuckDB memory shared by all open month files.
     budget: u64,
@@ -111,6 +117,7 @@ impl MonthRegistry {
         opts: DbOptions,
         budget: u64,
         replicas: usize,
+        apply_delay: Duration,
     ) -> EngineResult<Self> {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             EngineError::internal(format!(
@@ -140,6 +147,7 @@ impl MonthRegistry {
         Ok(MonthRegistry {
             data_dir,
             replicas,
+            apply_delay,
             opts,
             budget,
             known: RwLock::new(known),
@@ -230,9 +238,10 @@ impl MonthRegistry {
             primary_path,
             log: Arc::new(ChangeLog::new(epoch, last_lsn, next_txn)),
             replicas,
+            memory_share: AtomicU64::new(memory),
         });
         for r in &month.replicas {
-            replica::spawn_applier(&month, Arc::clone(r), opts.clone())?;
+            replica::spawn_applier(&month, Arc::clone(r), opts.clone(), self.apply_delay)?;
         }
         Ok(month)
     }
@@ -242,6 +251,9 @@ impl MonthRegistry {
         let share = self.budget / (open.len().max(1) as u64 * self.files_per_month());
         let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(share));
         for om in open.values() {
+            // Stored before the nodes are visited: a replica placed after
+            // this loop reads it (see `replica::place`).
+            om.month.memory_share.store(share, Ordering::SeqCst);
             for node in om.month.open_nodes() {
                 if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
                     tracing::warn!(month = %om.month.id, error = %e, "could not set memory_limit");
@@ -310,6 +322,6 @@ impl MonthRegistry {
 }
 
 /// A byte count as a DuckDB memory setting (at least 16 MiB).
-fn memory_setting(bytes: u64) -> String {
+pub(super) fn memory_setting(bytes: u64) -> String {
     format!("{}MiB", (bytes >> 20).max(16))
 }

@@ -16,7 +16,7 @@ use super::capture;
 use super::catalog::rows;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
-use super::months::{Month, INTERNAL_SCHEMA as S};
+use super::months::{memory_setting, Month, INTERNAL_SCHEMA as S};
 use super::node::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,20 +101,30 @@ pub fn spawn_applier(
     month: &Arc<Month>,
     replica: Arc<Replica>,
     opts: DbOptions,
+    delay: Duration,
 ) -> EngineResult<()> {
     let weak = Arc::downgrade(month);
     let log = Arc::clone(&month.log);
     let name = format!("apply-{}-{}", month.id, replica.index);
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || applier(weak, log, replica, opts))
+        .spawn(move || applier(weak, log, replica, opts, delay))
         .map_err(|e| EngineError::internal(format!("cannot start applier: {e}")))?;
     Ok(())
 }
 
-fn applier(month: Weak<Month>, log: Arc<ChangeLog>, replica: Arc<Replica>, opts: DbOptions) {
+fn applier(
+    month: Weak<Month>,
+    log: Arc<ChangeLog>,
+    replica: Arc<Replica>,
+    opts: DbOptions,
+    delay: Duration,
+) {
     let mut backoff = Duration::from_millis(100);
     while !log.is_stopped() {
+        if !delay.is_zero() && replica.applied() < log.last_lsn() {
+            std::thread::sleep(delay);
+        }
         let Some(m) = month.upgrade() else { break };
         let step = step(&m, &log, &replica, &opts);
         drop(m);
@@ -180,7 +190,7 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
     if !r.path.exists() {
         return Err(EngineError::not_found("file is missing"));
     }
-    let node = Node::open(&r.path, opts)?;
+    let node = open_node(m, r, opts)?;
     let meta = {
         let mut lease = node.lease()?;
         lease.with(|c| {
@@ -216,8 +226,31 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
         return Err(EngineError::invalid("replica is behind the retained log"));
     }
     r.applied.store(applied, Ordering::SeqCst);
-    *r.node.write() = Some(node);
+    place(m, r, node);
     Ok(())
+}
+
+/// Opens the replica's file with the month's current share of the memory
+/// budget.
+fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>> {
+    let opts = DbOptions {
+        memory_limit: Some(memory_setting(m.memory_share.load(Ordering::SeqCst))),
+        ..opts.clone()
+    };
+    Node::open(&r.path, &opts)
+}
+
+/// Puts an opened file in the replica's slot, then applies the month's
+/// memory share again: a rebalance that ran while the file was opening
+/// stored the new share before visiting the open nodes, so either it saw
+/// this node or this reads its share.
+fn place(m: &Month, r: &Replica, node: Arc<Node>) {
+    *r.node.write() = Some(Arc::clone(&node));
+    let share = memory_setting(m.memory_share.load(Ordering::SeqCst));
+    let sql = format!("SET GLOBAL memory_limit = '{share}'");
+    if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
+        tracing::warn!(replica = %r.path.display(), error = %e, "could not set memory_limit");
+    }
 }
 
 /// Closes the replica's file once no reader holds it.
@@ -252,14 +285,14 @@ fn rebuild(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineR
     let _ = std::fs::remove_file(with_suffix(&tmp, ".wal"));
     std::fs::rename(&tmp, &r.path)
         .map_err(|e| EngineError::internal(format!("cannot place replica file: {e}")))?;
-    let node = Node::open(&r.path, opts)?;
+    let node = open_node(m, r, opts)?;
     {
         let mut lease = node.lease()?;
         lease.with(|c| capture::make_replica(c, lsn))?;
     }
     node.checkpoint()?;
     r.applied.store(lsn, Ordering::SeqCst);
-    *r.node.write() = Some(node);
+    place(m, r, node);
     tracing::info!(replica = %r.path.display(), lsn, ms = started.elapsed().as_millis() as u64, "replica rebuilt from the primary");
     Ok(())
 }

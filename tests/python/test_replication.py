@@ -185,13 +185,30 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     assert compare_month(month_dir, REPLICAS) == []
 
 
+PRIMARY = f"{MONTH}/node_0"
+
+
 def test_read_your_writes_with_token(tmp_path):
     data = str(tmp_path / "data")
-    # --stale-reads: only the token makes a replica wait for the write.
-    proc, uri = start_server(data, "--replicas", str(REPLICAS), "--stale-reads")
+    # --stale-reads: only the token makes a read wait for the write. Every
+    # replica sleeps 100 ms before applying each batch, so a read that ignores
+    # the token lands on a replica that has not got the write yet.
+    proc, uri = start_server(
+        data, "--replicas", str(REPLICAS), "--stale-reads", "--apply-delay-ms", "100"
+    )
     try:
         c = Client(uri)
         c.update("CREATE TABLE ryw (round INTEGER, v DOUBLE)", month=MONTH)
+        # Control: without the token, reads do miss fresh writes here; the
+        # check below would fail if the server ignored the token.
+        misses = 0
+        for i in range(20):
+            n, _ = c.update(f"INSERT INTO ryw VALUES ({-1 - i}, random())", month=MONTH)
+            t, node = c.query(f"SELECT count(*) AS n FROM ryw WHERE round = {-1 - i}", month=MONTH)
+            assert node != PRIMARY
+            misses += t.column("n")[0].as_py() == 0
+        assert misses > 0, "replicas never lagged: this test could not catch an ignored token"
+
         nodes = set()
         for i in range(200):
             n, token = c.update(f"INSERT INTO ryw VALUES ({i}, random())", month=MONTH)
@@ -199,9 +216,30 @@ def test_read_your_writes_with_token(tmp_path):
             t, node = c.query(f"SELECT count(*) AS n FROM ryw WHERE round = {i}", month=MONTH, token=token)
             assert t.column("n")[0].as_py() == 1, f"round {i}: node {node} missed the write"
             nodes.add(node)
-        # Most reads were served by replicas, not by falling back to the primary.
-        assert any(n != f"{MONTH}/node_0" for n in nodes)
+        # The token made replicas wait; reads did not all fall back to the primary.
+        assert nodes - {PRIMARY}
         c.close()
+    finally:
+        stop(proc)
+
+
+def test_reads_see_earlier_writes_by_default(tmp_path):
+    # Without --stale-reads a read without a token still sees every write
+    # acknowledged before it was sent, even from another client.
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", str(REPLICAS), "--apply-delay-ms", "100")
+    try:
+        writer, reader = Client(uri), Client(uri)
+        writer.update("CREATE TABLE seen (round INTEGER)", month=MONTH)
+        nodes = set()
+        for i in range(50):
+            writer.update(f"INSERT INTO seen VALUES ({i})", month=MONTH)
+            t, node = reader.query(f"SELECT count(*) AS n FROM seen WHERE round = {i}", month=MONTH)
+            assert t.column("n")[0].as_py() == 1, f"round {i}: node {node} missed the write"
+            nodes.add(node)
+        assert nodes - {PRIMARY}
+        writer.close()
+        reader.close()
     finally:
         stop(proc)
 
