@@ -11,7 +11,7 @@ use duckdb::ffi;
 use super::cstr_to_string;
 use super::database::Conn;
 use super::error::{DuckError, DuckErrorKind, DuckResult};
-use super::result::QueryResult;
+use super::result::{error_data, QueryResult};
 
 /// One data chunk of a query result, owned until dropped.
 pub struct Chunk {
@@ -22,6 +22,36 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         // SAFETY: fetched from a result; destroyed once.
         unsafe { ffi::duckdb_destroy_data_chunk(&mut self.raw) };
+    }
+}
+
+impl Chunk {
+    pub(super) fn from_raw(raw: ffi::duckdb_data_chunk) -> Chunk {
+        Chunk { raw }
+    }
+
+    /// Rows in the chunk.
+    pub fn len(&self) -> u64 {
+        // SAFETY: live chunk.
+        unsafe { ffi::duckdb_data_chunk_get_size(self.raw) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunk's column types (owned by the caller).
+    fn types(&self) -> Vec<ffi::duckdb_logical_type> {
+        // SAFETY: live chunk; each vector belongs to it.
+        unsafe {
+            (0..ffi::duckdb_data_chunk_get_column_count(self.raw))
+                .map(|i| {
+                    ffi::duckdb_vector_get_column_type(ffi::duckdb_data_chunk_get_vector(
+                        self.raw, i,
+                    ))
+                })
+                .collect()
+        }
     }
 }
 
@@ -75,18 +105,74 @@ impl<'c> Appender<'c> {
         Ok(app)
     }
 
+    /// An appender whose rows (shaped like `like`, named `names`) are the
+    /// table `appended_data` of `query`, run on every flush.
+    pub fn for_query(
+        conn: &'c Conn,
+        query: &str,
+        like: &Chunk,
+        names: &[String],
+    ) -> DuckResult<Appender<'c>> {
+        let q = cstring(query)?;
+        let table = cstring("appended_data")?;
+        let c_names = names
+            .iter()
+            .map(|n| cstring(n))
+            .collect::<DuckResult<Vec<_>>>()?;
+        let mut name_ptrs: Vec<*const std::os::raw::c_char> =
+            c_names.iter().map(|c| c.as_ptr()).collect();
+        let mut types = like.types();
+        let mut raw: ffi::duckdb_appender = ptr::null_mut();
+        // SAFETY: live connection; arrays of the chunk's width; strings
+        // outlive the call; out-pointer.
+        let state = unsafe {
+            ffi::duckdb_appender_create_query(
+                conn.raw(),
+                q.as_ptr(),
+                types.len() as u64,
+                types.as_mut_ptr(),
+                table.as_ptr(),
+                name_ptrs.as_mut_ptr(),
+                &mut raw,
+            )
+        };
+        for t in types.iter_mut() {
+            // SAFETY: owned logical types from `Chunk::types`.
+            unsafe { ffi::duckdb_destroy_logical_type(t) };
+        }
+        let app = Appender {
+            raw,
+            _conn: std::marker::PhantomData,
+        };
+        if state != ffi::DuckDBSuccess {
+            return Err(app.error("cannot insert the upload"));
+        }
+        Ok(app)
+    }
+
+    /// The appender's error with DuckDB's class (a constraint, binder or
+    /// conversion error keeps its kind), its message prefixed by `context`
+    /// unless that is empty.
     fn error(&self, context: &str) -> DuckError {
-        // SAFETY: the appender (possibly failed) is live.
-        let msg = cstr_to_string(unsafe { ffi::duckdb_appender_error(self.raw) })
-            .unwrap_or_else(|| "appender error".into());
-        DuckError::from_message(format!("{context}: {msg}"))
+        // SAFETY: the appender (possibly failed) is live; the error data is
+        // destroyed by `error_data`.
+        let typed = error_data(unsafe { ffi::duckdb_appender_error_data(self.raw) });
+        match typed {
+            Err(e) if context.is_empty() => e,
+            Err(e) => DuckError::new(e.kind, format!("{context}: {}", e.message)),
+            Ok(()) => {
+                let msg = cstr_to_string(unsafe { ffi::duckdb_appender_error(self.raw) })
+                    .unwrap_or_else(|| "appender error".into());
+                DuckError::from_message(format!("{context}: {msg}"))
+            }
+        }
     }
 
     /// Appends a chunk whose column types equal the table's.
     pub fn append(&mut self, chunk: &Chunk) -> DuckResult<()> {
         // SAFETY: live appender and chunk.
         if unsafe { ffi::duckdb_append_data_chunk(self.raw, chunk.raw) } != ffi::DuckDBSuccess {
-            return Err(self.error("append"));
+            return Err(self.error(""));
         }
         Ok(())
     }
@@ -96,7 +182,7 @@ impl<'c> Appender<'c> {
     pub fn flush(&mut self) -> DuckResult<()> {
         // SAFETY: live appender.
         if unsafe { ffi::duckdb_appender_flush(self.raw) } != ffi::DuckDBSuccess {
-            return Err(self.error("flush"));
+            return Err(self.error(""));
         }
         Ok(())
     }
@@ -125,8 +211,7 @@ pub fn copy_rows(
     let mut app = Appender::new(dst, catalog, schema, table)?;
     let mut rows = 0u64;
     while let Some(chunk) = res.next_chunk()? {
-        // SAFETY: live chunk.
-        rows += unsafe { ffi::duckdb_data_chunk_get_size(chunk.raw) };
+        rows += chunk.len();
         app.append(&chunk)?;
     }
     app.flush()?;

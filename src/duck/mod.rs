@@ -6,6 +6,7 @@
 //! module wraps exactly those calls; everything above it is safe Rust.
 
 mod appender;
+mod arrow_in;
 mod database;
 mod error;
 mod params;
@@ -13,6 +14,7 @@ mod result;
 mod statement;
 
 pub use appender::{copy_rows, Appender, Chunk};
+pub use arrow_in::{sql_types, ArrowInserter};
 pub use database::{Conn, Database, DbOptions, InterruptHandle};
 pub use error::{DuckError, DuckErrorKind};
 pub use params::bind_row;

@@ -36,7 +36,7 @@ impl Drop for ArrowOptions {
     }
 }
 
-fn error_data(mut e: ffi::duckdb_error_data) -> DuckResult<()> {
+pub(super) fn error_data(mut e: ffi::duckdb_error_data) -> DuckResult<()> {
     if e.is_null() {
         return Ok(());
     }

@@ -284,12 +284,23 @@ pub fn write(
     log: &ChangeLog,
     txn: Option<u64>,
 ) -> EngineResult<Written> {
+    captured(conn, log, txn, |id| run_statements(conn, sql, params, id))
+}
+
+/// Runs `f` (given the capture id) in the enclosing Flight SQL transaction
+/// `txn`, or in its own captured transaction that commits with its change
+/// set (the LSN goes into the result) or rolls back on error.
+pub(super) fn captured(
+    conn: &Conn,
+    log: &ChangeLog,
+    txn: Option<u64>,
+    f: impl FnOnce(u64) -> EngineResult<Written>,
+) -> EngineResult<Written> {
     let (id, own) = match txn {
         Some(t) => (t, false),
         None => (capture::begin(conn, log)?, true),
     };
-    let out = run_statements(conn, sql, params, id).map_err(explain_capture_error);
-    match out {
+    match f(id).map_err(explain_capture_error) {
         Ok(mut w) => {
             if own {
                 w.lsn = capture::commit(conn, id, log)?;
@@ -303,6 +314,23 @@ pub fn write(
             Err(e)
         }
     }
+}
+
+/// Runs one DDL statement (`run`) in captured transaction `txn` so that
+/// replicas replay `sql`: capture triggers are lifted around it, and new or
+/// reshaped tables are imaged.
+pub(super) fn ddl<T>(
+    conn: &Conn,
+    txn: u64,
+    sql: &str,
+    run: impl FnOnce() -> EngineResult<T>,
+) -> EngineResult<T> {
+    let before = capture::catalog_fingerprint(conn)?;
+    let oids = capture::before_ddl(conn)?;
+    let out = run()?;
+    let after = capture::catalog_fingerprint(conn)?;
+    capture::after_ddl(conn, txn, sql, before != after, &oids)?;
+    Ok(out)
 }
 
 /// DuckDB refuses upserts and MERGE on tables with the capture triggers:
@@ -343,11 +371,7 @@ fn run_statements(
             if !params.is_empty() {
                 return Err(EngineError::invalid("DDL takes no parameters"));
             }
-            let before = capture::catalog_fingerprint(conn)?;
-            let oids = capture::before_ddl(conn)?;
-            let mut w = collect(&mut stmt, &[])?;
-            let after = capture::catalog_fingerprint(conn)?;
-            capture::after_ddl(conn, txn, sql, before != after, &oids)?;
+            let mut w = ddl(conn, txn, sql, || collect(&mut stmt, &[]))?;
             w.changed = 0;
             return Ok(w);
         }

@@ -16,6 +16,7 @@ mod cross_month;
 mod deadline;
 mod error;
 mod exec;
+mod ingest;
 mod month;
 mod months;
 mod node;
@@ -38,6 +39,7 @@ pub use admin::{MonthStatus, NodeStatus, SyncStatus};
 pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
+pub use ingest::{IfExists, IfMissing, IngestTarget};
 use exec::Mode;
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
@@ -120,6 +122,9 @@ struct Routed {
 enum Prefer {
     Replica,
     Primary,
+    /// A write that is not SQL (bulk ingest): on the primary, creating the
+    /// month if needed.
+    Write,
 }
 
 /// How long a read carrying a token waits for a replica to catch up before
@@ -317,6 +322,7 @@ impl Engine {
             Some(m) => m,
             None => {
                 let writes = match sql {
+                    _ if prefer == Prefer::Write => true,
                     Some(sql) => {
                         let void = Arc::clone(self.months.void());
                         let sql = sql.to_string();
@@ -583,7 +589,7 @@ impl Engine {
         }
         let owned = sql.to_string();
         let (w, _, token) = self
-            .run_to_end(ctx, sql, move |conn, mode| {
+            .run_to_end(ctx, Some(sql), move |conn, mode| {
                 exec::run_update(conn, &owned, &params, mode)
             })
             .await?;
@@ -596,7 +602,7 @@ impl Engine {
     async fn run_to_end(
         self: &Arc<Self>,
         ctx: &CallContext,
-        sql: &str,
+        sql: Option<&str>,
         f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<exec::Written> + Send + 'static,
     ) -> EngineResult<(exec::Written, String, Option<String>)> {
         let month = self.resolve_month(ctx)?;
@@ -606,7 +612,16 @@ impl Engine {
             node,
             month,
         } = self
-            .lease_for(ctx, month, Some(sql), Prefer::Primary)
+            .lease_for(
+                ctx,
+                month,
+                sql,
+                if sql.is_some() {
+                    Prefer::Primary
+                } else {
+                    Prefer::Write
+                },
+            )
             .await?;
         let deadline = self.deadline();
         let out = blocking(move || {
@@ -615,6 +630,37 @@ impl Engine {
         .await?;
         let token = token(month.as_deref(), out.lsn);
         Ok((out, node, token))
+    }
+}
+
+impl Engine {
+    /// Bulk ingest into `target` of `ctx`'s month (see [`ingest`]): the
+    /// batches arrive on `batches` while they are inserted. Returns the rows
+    /// inserted and the write's token.
+    pub async fn ingest(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        target: IngestTarget,
+        schema: SchemaRef,
+        mut batches: mpsc::Receiver<EngineResult<RecordBatch>>,
+    ) -> EngineResult<(u64, Option<String>)> {
+        if ctx.months.is_some() {
+            return Err(EngineError::invalid(
+                "x-duckflock-months is for read statements only",
+            ));
+        }
+        let (w, _, token) = self
+            .run_to_end(ctx, None, move |conn, mode| match mode {
+                Mode::Primary { log, txn } => {
+                    ingest::run(conn, &target, &schema, &mut batches, log, *txn)
+                }
+                Mode::ReadOnly => Err(EngineError::new(
+                    ErrorClass::FailedPrecondition,
+                    "this node is read-only",
+                )),
+            })
+            .await?;
+        Ok((w.changed, token))
     }
 }
 

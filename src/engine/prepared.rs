@@ -142,7 +142,7 @@ impl Engine {
         }
         let run_sql = sql.clone();
         let (w, node, token) = self
-            .run_to_end(&call, &sql, move |conn, mode| {
+            .run_to_end(&call, Some(&sql), move |conn, mode| {
                 exec::run_update(conn, &run_sql, &params, mode)
             })
             .await?;

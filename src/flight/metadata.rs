@@ -26,7 +26,8 @@ pub fn sql_info(keywords: &[String]) -> Result<SqlInfoData, arrow_flight::error:
         SqlSupportedTransaction::Transaction as i32,
     );
     b.append(SqlInfo::FlightSqlServerCancel, false);
-    b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+    b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
+    b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, true);
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, true);
     b.append(SqlInfo::SqlDdlTable, true);

@@ -2,6 +2,7 @@
 //! each translating to one engine call. No SQL runs here.
 
 mod actions;
+mod ingest;
 mod metadata;
 pub mod session;
 mod status;
@@ -24,7 +25,7 @@ use arrow_flight::sql::{
     CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, EndTransaction,
     ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
@@ -273,6 +274,14 @@ impl FlightSqlService for DuckFlightSql {
             .map_err(to_status)?;
         token::set(t);
         Ok(n as i64)
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.ingest(cmd, request).await
     }
 
     // ----- prepared statements ---------------------------------------------

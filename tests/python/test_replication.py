@@ -199,6 +199,7 @@ def test_read_your_writes_with_token(tmp_path):
     try:
         c = Client(uri)
         c.update("CREATE TABLE ryw (round INTEGER, v DOUBLE)", month=MONTH)
+        c.action("sync", {"month": MONTH})  # every replica built and serving
         # Control: without the token, reads do miss fresh writes here; the
         # check below would fail if the server ignored the token.
         misses = 0
