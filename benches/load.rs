@@ -21,6 +21,7 @@ use rand::Rng;
 use tonic::transport::Channel;
 
 struct Opts {
+    ingest_rows: usize,
     seconds: f64,
     rows: i64,
     bulk_rows: i64,
@@ -36,19 +37,22 @@ fn opts() -> Opts {
             .unwrap_or(default)
     };
     Opts {
+        ingest_rows: get("--ingest-rows", 2_000_000.0) as usize,
         seconds: get("--seconds", 5.0),
         rows: get("--rows", 1_000_000.0) as i64,
         bulk_rows: get("--bulk-rows", 6_000_000.0) as i64,
     }
 }
 
-fn setup_sql(rows: i64, bulk_rows: i64) -> String {
-    format!(
-        "CREATE TABLE points AS SELECT range AS id, range * 0.5 AS v, 'name-' || range AS s FROM range({rows});
-         ALTER TABLE points ADD PRIMARY KEY (id);
-         CREATE TABLE bulk AS SELECT range AS id, range % 1000 AS a, range * 1.5 AS b, 'row-' || range AS s,
-                DATE '2026-01-01' + (range % 365)::INTEGER AS d FROM range({bulk_rows});"
-    )
+/// The setup statements (DDL goes to the server one statement at a time, so
+/// that replicas can replay each).
+fn setup_sql(rows: i64, bulk_rows: i64) -> Vec<String> {
+    vec![
+        format!("CREATE TABLE points AS SELECT range AS id, range * 0.5 AS v, 'name-' || range AS s FROM range({rows})"),
+        "ALTER TABLE points ADD PRIMARY KEY (id)".to_string(),
+        format!("CREATE TABLE bulk AS SELECT range AS id, range % 1000 AS a, range * 1.5 AS b, 'row-' || range AS s,
+                DATE '2026-01-01' + (range % 365)::INTEGER AS d FROM range({bulk_rows})"),
+    ]
 }
 
 struct Stats {
@@ -195,12 +199,13 @@ async fn main() {
         "loading {} point rows and {} bulk rows ...",
         o.rows, o.bulk_rows
     );
-    c.execute_update(setup_sql(o.rows, o.bulk_rows), None)
-        .await
-        .expect("setup");
+    for stmt in setup_sql(o.rows, o.bulk_rows) {
+        c.execute_update(stmt, None).await.expect("setup");
+    }
+    sync(&mut c).await;
     let local = duckdb::Connection::open(tmp.path().join("local.db")).expect("local db");
     local
-        .execute_batch(&setup_sql(o.rows, o.bulk_rows))
+        .execute_batch(&setup_sql(o.rows, o.bulk_rows).join(";\n"))
         .expect("local setup");
 
     let mut table = vec![
@@ -272,6 +277,7 @@ async fn main() {
     ));
     stop(&mut server);
     replication(&mut table, &o, tmp.path()).await;
+    ingest(&mut table, &o, tmp.path()).await;
     println!("{}", table.join("\n"));
 }
 
@@ -437,4 +443,109 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
             ));
         }
     }
+}
+
+/// `rows` rows in 64K-row batches: narrow (id, value) or wide (20 columns of
+/// integers, doubles and strings).
+fn ingest_batches(rows: usize, wide: bool) -> Vec<arrow::record_batch::RecordBatch> {
+    use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use std::sync::Arc;
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while start < rows {
+        let n = (rows - start).min(64 * 1024);
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            (start..start + n).map(|i| i as i64),
+        ));
+        let mut cols: Vec<(String, ArrayRef)> = vec![("id".into(), ids)];
+        let width = if wide { 19 } else { 1 };
+        for c in 0..width {
+            let col: ArrayRef = match c % 3 {
+                0 => Arc::new(Float64Array::from_iter_values(
+                    (start..start + n).map(|i| i as f64 * 0.5 + c as f64),
+                )),
+                1 => Arc::new(Int64Array::from_iter_values(
+                    (start..start + n).map(|i| (i * 7 + c) as i64 % 100_000),
+                )),
+                _ => Arc::new(StringArray::from_iter_values(
+                    (start..start + n).map(|i| format!("v{c}-{}", i % 10_000)),
+                )),
+            };
+            cols.push((format!("c{c}"), col));
+        }
+        out.push(arrow::record_batch::RecordBatch::try_from_iter(cols).expect("batch"));
+        start += n;
+    }
+    out
+}
+
+/// Bulk ingest (DoPut `CommandStatementIngest`, 7 replicas) next to
+/// DuckDB's in-process Arrow appender, narrow and wide rows; and the sync
+/// lag of the narrow upload.
+async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
+    use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
+    eprintln!("ingest ...");
+    let (mut server, addr) = start_server_with(&dir.join("ingest"), &["--replicas", "7"]);
+    let mut c = client(&addr).await;
+    let local = duckdb::Connection::open(dir.join("local_ingest.db")).expect("local");
+    for (name, wide, rows) in [("narrow", false, o.ingest_rows), ("wide", true, o.ingest_rows / 4)] {
+        let batches = ingest_batches(rows, wide);
+        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let cmd = CommandStatementIngest {
+            table_definition_options: Some(TableDefinitionOptions {
+                if_not_exist: 1, // create
+                if_exists: 1,    // fail
+            }),
+            table: format!("ingest_{name}"),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let n = c
+            .execute_ingest(cmd, futures::stream::iter(batches.clone().into_iter().map(Ok)))
+            .await
+            .expect("ingest");
+        let server_s = t.elapsed().as_secs_f64();
+        assert_eq!(n as usize, rows);
+        let t = Instant::now();
+        sync(&mut c).await;
+        let lag = t.elapsed().as_secs_f64();
+
+        let cols = batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let ty = match f.data_type() {
+                    arrow::datatypes::DataType::Int64 => "BIGINT",
+                    arrow::datatypes::DataType::Float64 => "DOUBLE",
+                    _ => "VARCHAR",
+                };
+                format!("{} {ty}", f.name())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        local
+            .execute_batch(&format!("CREATE TABLE ingest_{name} ({cols})"))
+            .expect("local table");
+        let t = Instant::now();
+        {
+            let mut app = local.appender(&format!("ingest_{name}")).expect("appender");
+            for b in batches {
+                app.append_record_batch(b).expect("append");
+            }
+            app.flush().expect("flush");
+        }
+        let local_s = t.elapsed().as_secs_f64();
+        table.push(format!(
+            "| ingest {rows} {name} rows ({} MB Arrow), 7 replicas: rows/s | {:.2} M | {:.2} M | {:.2} |",
+            bytes >> 20,
+            rows as f64 / server_s / 1e6,
+            rows as f64 / local_s / 1e6,
+            local_s / server_s
+        ));
+        table.push(format!(
+            "| ingest {name}: sync lag to all 7 replicas after the upload is acknowledged | {lag:.2} s | | |"
+        ));
+    }
+    stop(&mut server);
 }

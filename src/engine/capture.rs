@@ -307,7 +307,9 @@ fn reconcile(
         conn,
         &format!(
             "SELECT t.schema_name, t.table_name,
-                    string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.column_index)
+                    string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.column_index),
+                    string_agg('\"' || replace(c.column_name, '\"', '\"\"') || '\" ' || c.data_type, ', '
+                               ORDER BY c.column_index)
              FROM duckdb_tables() t JOIN duckdb_columns() c ON c.table_oid = t.table_oid
              WHERE t.database_name = current_database() AND NOT t.temporary AND t.schema_name <> '{S}'
              GROUP BY ALL ORDER BY 1, 2"
@@ -320,7 +322,7 @@ fn reconcile(
     let mut out = Vec::new();
     let mut keep = Vec::new();
     for t in &tables {
-        let (schema, table, sig) = (cell(t, 0), cell(t, 1), cell(t, 2));
+        let (schema, table, sig, columns) = (cell(t, 0), cell(t, 1), cell(t, 2), cell(t, 3));
         let replaced = images
             .map(|r| r.iter().any(|(s, t)| *s == schema && *t == table))
             .unwrap_or(false);
@@ -331,12 +333,15 @@ fn reconcile(
         let shadow = match existing {
             Some(l) => cell(l, 0),
             None => {
+                // Declared column by column, not `CREATE TABLE AS … LIMIT 0`:
+                // DuckDB 2.0 loses the rows of a large INSERT into a table
+                // created that way earlier in the same transaction (they are
+                // invisible after COMMIT until a restart).
                 let shadow = format!("cap_{}", next_stmt(conn)?);
                 let target = format!("{}.{}", quote(&schema), quote(&table));
                 conn.execute_batch(&format!(
                     "UPDATE {S}.capture SET live = false WHERE live AND tbl_schema = {} AND tbl_name = {};
-                     CREATE TABLE {S}.{shadow} AS SELECT 0::BIGINT AS __txn, 0::BIGINT AS __stmt,
-                         0::TINYINT AS __op, * FROM {target} LIMIT 0;
+                     CREATE TABLE {S}.{shadow} (__txn BIGINT, __stmt BIGINT, __op TINYINT, {columns});
                      INSERT INTO {S}.capture VALUES ({}, {}, {}, {}, true);",
                     literal(&schema),
                     literal(&table),

@@ -40,8 +40,8 @@ pub struct IngestTarget {
     /// Schema of the month's database (`main` when unset).
     pub schema: Option<String>,
     pub table: String,
-    /// A temporary table (catalog `temp`, schema `main`): it lives as long
-    /// as the Flight SQL session, or only for this call without one.
+    /// A temporary table (catalog `temp`, schema `main`) on the Flight SQL
+    /// session's connection; it lives as long as the session.
     pub temporary: bool,
     pub if_missing: IfMissing,
     pub if_exists: IfExists,

@@ -649,6 +649,11 @@ impl Engine {
                 "x-duckflock-months is for read statements only",
             ));
         }
+        if target.temporary && ctx.session.is_none() {
+            return Err(EngineError::invalid(
+                "a temporary table lives as long as a Flight SQL session: keep the session cookie (ADBC: adbc.flight.sql.rpc.with_cookie_middleware=true)",
+            ));
+        }
         let (w, _, token) = self
             .run_to_end(ctx, None, move |conn, mode| match mode {
                 Mode::Primary { log, txn } => {

@@ -62,6 +62,10 @@ def workload(uri, seed, rounds=60):
            s STRUCT(a INTEGER, b VARCHAR), m MAP(VARCHAR, INTEGER), note VARCHAR)""",
     )
     run(cur, "CREATE TABLE bag (x DOUBLE, y VARCHAR, z INTEGER[])")
+    # Images larger than a DuckDB row group (122,880 rows): a new table, and
+    # an existing one reshaped with a volatile default.
+    run(cur, "CREATE TABLE wide_image AS SELECT range AS i, 'w' || range AS s FROM range(200000)")
+    run(cur, "ALTER TABLE wide_image ADD COLUMN r DOUBLE DEFAULT random()")
     run(cur, "CREATE VIEW keyed_sum AS SELECT count(*) AS n, sum(v) AS s FROM keyed")
     specials = ["'NaN'::DOUBLE", "'-0.0'::DOUBLE", "0.0", "NULL", "'inf'::DOUBLE", "1.5"]
     altered = 0
