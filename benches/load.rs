@@ -312,7 +312,10 @@ async fn server_writes(addr: &str, clients: usize, secs: f64) -> Stats {
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 c.execute_update(
-                    format!("INSERT INTO w VALUES ({}, random())", (t as i64) << 40 | i),
+                    format!(
+                        "INSERT INTO w VALUES ({}, random())",
+                        (clients as i64) << 48 | (t as i64) << 40 | i
+                    ),
                     None,
                 )
                 .await
@@ -404,7 +407,7 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
                 c.execute_update(
                     format!(
                         "INSERT INTO w SELECT range + {}, random() FROM range(1000000)",
-                        (k + 1) << 32
+                        (16 + k as i64) << 48
                     ),
                     None,
                 )
@@ -488,7 +491,10 @@ async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
     let (mut server, addr) = start_server_with(&dir.join("ingest"), &["--replicas", "7"]);
     let mut c = client(&addr).await;
     let local = duckdb::Connection::open(dir.join("local_ingest.db")).expect("local");
-    for (name, wide, rows) in [("narrow", false, o.ingest_rows), ("wide", true, o.ingest_rows / 4)] {
+    for (name, wide, rows) in [
+        ("narrow", false, o.ingest_rows),
+        ("wide", true, o.ingest_rows / 4),
+    ] {
         let batches = ingest_batches(rows, wide);
         let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         let cmd = CommandStatementIngest {
@@ -501,7 +507,10 @@ async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
         };
         let t = Instant::now();
         let n = c
-            .execute_ingest(cmd, futures::stream::iter(batches.clone().into_iter().map(Ok)))
+            .execute_ingest(
+                cmd,
+                futures::stream::iter(batches.clone().into_iter().map(Ok)),
+            )
             .await
             .expect("ingest");
         let server_s = t.elapsed().as_secs_f64();

@@ -1289,3 +1289,67 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     let status = server.wait();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Bulk ingest with the transaction id: the created table and its rows
+/// exist only if the transaction commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_inside_a_transaction_commits_or_rolls_back_with_it() {
+    use arrow_flight::sql::{CommandStatementIngest, EndTransaction, TableDefinitionOptions};
+    let server = Server::start(&["--replicas", "1"]);
+    let mut c = server.client().await;
+    let batch = |n: i64| {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap()
+    };
+    let ingest = |txn: Option<bytes::Bytes>, if_exists: i32| CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: 1, // create
+            if_exists,       // 1 fail, 2 append
+        }),
+        table: "txi".into(),
+        transaction_id: txn,
+        ..Default::default()
+    };
+    let table_count = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'txi'";
+
+    let t = c.begin_transaction().await.unwrap();
+    let n = c
+        .execute_ingest(
+            ingest(Some(t.clone()), 1),
+            futures::stream::iter(vec![Ok(batch(5000))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 5000);
+    let info = c
+        .execute("SELECT count(*) FROM txi".into(), Some(t.clone()))
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 5000);
+    let b = query(&mut c, table_count).await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+    c.end_transaction(t, EndTransaction::Rollback)
+        .await
+        .unwrap();
+    let b = query(&mut c, table_count).await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 0);
+
+    let t = c.begin_transaction().await.unwrap();
+    for _ in 0..2 {
+        c.execute_ingest(
+            ingest(Some(t.clone()), 2),
+            futures::stream::iter(vec![Ok(batch(300)), Ok(batch(700))]),
+        )
+        .await
+        .unwrap();
+    }
+    c.end_transaction(t, EndTransaction::Commit).await.unwrap();
+    let b = query(&mut c, "SELECT count(*), sum(id) FROM txi")
+        .await
+        .unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2000);
+}

@@ -14,9 +14,9 @@ use crate::duck::{sql_types, ArrowInserter, Conn};
 
 use super::capture::{literal, quote};
 use super::catalog::rows;
+use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult, ErrorClass};
 use super::exec::{captured, ddl, Written};
-use super::changelog::ChangeLog;
 
 /// What to do when the target table does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,10 @@ impl IngestTarget {
                 literal(&self.table)
             ),
         )?;
-        Ok(r.first().and_then(|r| r.first().cloned().flatten()).as_deref() != Some("0"))
+        Ok(r.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .as_deref()
+            != Some("0"))
     }
 }
 
@@ -112,7 +115,10 @@ pub(super) fn run(
             (true, IfExists::Fail, _) => {
                 return Err(EngineError::new(
                     ErrorClass::AlreadyExists,
-                    format!("Catalog Error: Table with name {} already exists!", target.table),
+                    format!(
+                        "Catalog Error: Table with name {} already exists!",
+                        target.table
+                    ),
                 ))
             }
             (true, IfExists::Append, _) => None,

@@ -39,8 +39,8 @@ pub use admin::{MonthStatus, NodeStatus, SyncStatus};
 pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
-pub use ingest::{IfExists, IfMissing, IngestTarget};
 use exec::Mode;
+pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
 
