@@ -142,13 +142,18 @@ def test_ddl_dml_through_execute_and_returning(connect, month):
     assert cur.fetchall() == [(2, "z")]
 
 
-def test_executemany_10000_rows(connect, month):
+def test_executemany_100000_rows(connect, month):
+    """One DoPut with 100,000 parameter rows: one transaction on the primary,
+    the exact affected-row count, every row present."""
     cur = connect(month=month).cursor()
     cur.execute("CREATE TABLE many (id BIGINT, label VARCHAR, x DOUBLE)")
-    rows = [(i, f"row{i}", i / 3) for i in range(10_000)]
-    cur.executemany("INSERT INTO many VALUES (?, ?, ?)", rows)
+    n = 100_000
+    params = pa.table({"id": pa.array(range(n), pa.int64()), "label": [f"row{i}" for i in range(n)],
+                       "x": pa.array([i / 3 for i in range(n)], pa.float64())})
+    cur.executemany("INSERT INTO many VALUES (?, ?, ?)", params)
+    assert cur.rowcount == n
     cur.execute("SELECT count(*), sum(id), min(label), max(x) FROM many")
-    assert cur.fetchone() == (10_000, sum(range(10_000)), "row0", 9999 / 3)
+    assert cur.fetchone() == (n, sum(range(n)), "row0", (n - 1) / 3)
 
 
 def test_parameters(connect):
