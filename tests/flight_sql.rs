@@ -1352,4 +1352,11 @@ async fn ingest_inside_a_transaction_commits_or_rolls_back_with_it() {
         .await
         .unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2000);
+    // Ingest is a write: never cross-month.
+    c.set_header("x-duckflock-months", "all");
+    let err = c
+        .execute_ingest(ingest(None, 2), futures::stream::iter(vec![Ok(batch(1))]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read statements only"), "{err}");
 }

@@ -582,11 +582,6 @@ impl Engine {
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<(u64, Option<String>)> {
-        if ctx.months.is_some() {
-            return Err(EngineError::invalid(
-                "x-duckflock-months is for read statements only",
-            ));
-        }
         let owned = sql.to_string();
         let (w, _, token) = self
             .run_to_end(ctx, Some(sql), move |conn, mode| {
@@ -605,6 +600,11 @@ impl Engine {
         sql: Option<&str>,
         f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<exec::Written> + Send + 'static,
     ) -> EngineResult<(exec::Written, String, Option<String>)> {
+        if ctx.months.is_some() {
+            return Err(EngineError::invalid(
+                "x-duckflock-months is for read statements only",
+            ));
+        }
         let month = self.resolve_month(ctx)?;
         let Routed {
             mut lease,
@@ -644,11 +644,6 @@ impl Engine {
         schema: SchemaRef,
         mut batches: mpsc::Receiver<EngineResult<RecordBatch>>,
     ) -> EngineResult<(u64, Option<String>)> {
-        if ctx.months.is_some() {
-            return Err(EngineError::invalid(
-                "x-duckflock-months is for read statements only",
-            ));
-        }
         if target.temporary && ctx.session.is_none() {
             return Err(EngineError::invalid(
                 "a temporary table lives as long as a Flight SQL session: keep the session cookie (ADBC: adbc.flight.sql.rpc.with_cookie_middleware=true)",
