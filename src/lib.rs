@@ -7,4 +7,5 @@ pub mod config;
 pub mod duck;
 pub mod engine;
 pub mod flight;
+pub mod json_params;
 pub mod server;

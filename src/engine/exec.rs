@@ -43,6 +43,120 @@ pub struct Written {
     pub lsn: Option<u64>,
 }
 
+/// A finished write that may have committed a change set.
+pub trait Committed {
+    /// The LSN of the change set it committed, if any.
+    fn lsn(&self) -> Option<u64>;
+}
+
+impl Committed for Written {
+    fn lsn(&self) -> Option<u64> {
+        self.lsn
+    }
+}
+
+/// One failed row of a per-operation batch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchError {
+    /// The row's position among the parameter rows (from 0).
+    pub index: usize,
+    /// DuckDB's message.
+    pub error: String,
+}
+
+/// The outcome of a per-operation batch ([`run_each`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchReport {
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Rows changed by the rows that succeeded.
+    pub affected_rows: u64,
+    pub errors: Vec<BatchError>,
+}
+
+/// A per-operation batch and the last LSN it committed.
+pub struct Each {
+    pub report: BatchReport,
+    lsn: Option<u64>,
+}
+
+impl Committed for Each {
+    fn lsn(&self) -> Option<u64> {
+        self.lsn
+    }
+}
+
+/// Runs one statement once per parameter row, each row in its own captured
+/// transaction that commits (or rolls back) on its own.
+pub fn run_each(
+    conn: &Conn,
+    sql: &str,
+    params: &[RecordBatch],
+    log: &ChangeLog,
+) -> EngineResult<Each> {
+    let script = conn.extract(sql)?;
+    if script.len() != 1 {
+        return Err(EngineError::invalid(
+            "a per-operation batch runs exactly one statement",
+        ));
+    }
+    let mut stmt = script
+        .prepare(conn, 0)
+        .map_err(|e| explain_capture_error(e.into()))?;
+    let st = stmt.statement_type();
+    if let Some(e) = refuse(classify(st)) {
+        return Err(e);
+    }
+    if is_ddl(st) {
+        return Err(EngineError::invalid(
+            "DDL takes no parameter rows: send it as a statement of its own",
+        ));
+    }
+    // No parameter rows: no operations (not one run without parameters).
+    let rows = if params.is_empty() {
+        Vec::new()
+    } else {
+        param_rows(params)
+    };
+    let mut report = BatchReport {
+        total: rows.len(),
+        succeeded: 0,
+        failed: 0,
+        affected_rows: 0,
+        errors: Vec::new(),
+    };
+    let mut lsn = None;
+    for (index, row) in rows.into_iter().enumerate() {
+        let txn = capture::begin(conn, log)?;
+        let ran = bind(&mut stmt, row)
+            .and_then(|_| Ok(stmt.execute_owned()?.rows_changed()))
+            .map_err(explain_capture_error);
+        let done = match ran {
+            Ok(n) => capture::commit(conn, txn, log).map(|l| (n, l)),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        };
+        match done {
+            Ok((n, l)) => {
+                report.succeeded += 1;
+                report.affected_rows += n;
+                lsn = l.or(lsn);
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.errors.push(BatchError {
+                    index,
+                    error: e.message,
+                });
+            }
+        }
+    }
+    Ok(Each { report, lsn })
+}
+
 /// Batches in flight between DuckDB and the client, per stream.
 pub const CHANNEL_DEPTH: usize = 4;
 

@@ -39,6 +39,7 @@ pub use admin::{MonthStatus, NodeStatus, SyncStatus};
 pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
+pub use exec::{BatchError, BatchReport};
 use exec::Mode;
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
@@ -594,12 +595,12 @@ impl Engine {
     /// Runs a write to completion on the primary `ctx` routes `sql` to,
     /// under the query timeout, on the blocking pool. Returns what it wrote,
     /// the node and the token.
-    async fn run_to_end(
+    async fn run_to_end<T: exec::Committed + Send + 'static>(
         self: &Arc<Self>,
         ctx: &CallContext,
         sql: Option<&str>,
-        f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<exec::Written> + Send + 'static,
-    ) -> EngineResult<(exec::Written, String, Option<String>)> {
+        f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<T> + Send + 'static,
+    ) -> EngineResult<(T, String, Option<String>)> {
         if ctx.months.is_some() {
             return Err(EngineError::invalid(
                 "x-duckflock-months is for read statements only",
@@ -628,12 +629,41 @@ impl Engine {
             lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, &mode)))
         })
         .await?;
-        let token = token(month.as_deref(), out.lsn);
+        let token = token(month.as_deref(), out.lsn());
         Ok((out, node, token))
     }
 }
 
 impl Engine {
+    /// Runs `sql` once per parameter row, each row in its own transaction
+    /// on the primary (DuckDB has no savepoints): a failing row does not
+    /// undo or stop the others. Reports every failure by its row index; the
+    /// token is that of the last row that committed. Not inside an open
+    /// transaction, where one failure would abort the rest.
+    pub async fn execute_each(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<(BatchReport, Option<String>)> {
+        if ctx.transaction.is_some() {
+            return Err(EngineError::invalid(
+                "a per-operation batch runs each row in its own transaction, so it cannot run inside an open transaction (use a prepared statement with many parameter rows: all or nothing)",
+            ));
+        }
+        let owned = sql.to_string();
+        let (each, _, token) = self
+            .run_to_end(ctx, Some(sql), move |conn, mode| match mode {
+                Mode::Primary { log, .. } => exec::run_each(conn, &owned, &params, log),
+                Mode::ReadOnly => Err(EngineError::new(
+                    ErrorClass::FailedPrecondition,
+                    "this node is read-only",
+                )),
+            })
+            .await?;
+        Ok((each.report, token))
+    }
+
     /// Bulk ingest into `target` of `ctx`'s month (see [`ingest`]): the
     /// batches arrive on `batches` while they are inserted. Returns the rows
     /// inserted and the write's token.

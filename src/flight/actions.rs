@@ -38,6 +38,10 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
             "JSON {\"month\": \"YYYY-MM\", \"timeout_s\": 60} (both optional) -> waits until every replica has applied the primary's last change set; the LSN reached per month",
         ),
         a(
+            "execute_batch",
+            "JSON {\"sql\": \"INSERT ... VALUES (?, ?)\", \"params\": [[1, \"a\"], ...], \"month\": \"YYYY-MM\"} -> runs the statement once per parameter row, each row in its own transaction; {\"total\", \"succeeded\", \"failed\", \"affected_rows\", \"errors\": [{\"index\", \"error\"}]}",
+        ),
+        a(
             "resync_replica",
             "JSON {\"month\": \"YYYY-MM\", \"node\": 3} -> rebuilds that replica from a copy of the primary (in the background; sync waits for it)",
         ),
@@ -108,6 +112,24 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "month": month, "node": node, "rebuilding": true }))
         }
+        "execute_batch" => {
+            let body: BatchBody = json_body(&action.body)?;
+            let sql = body.sql.ok_or_else(|| {
+                Status::invalid_argument("execute_batch needs {\"sql\": ..., \"params\": [[...], ...]}")
+            })?;
+            let params =
+                crate::json_params::params_from_json(&body.params).map_err(Status::invalid_argument)?;
+            let mut ctx = ctx.clone();
+            if body.month.is_some() {
+                ctx.month = body.month;
+            }
+            let (report, t) = engine
+                .execute_each(&ctx, &sql, params)
+                .await
+                .map_err(to_status)?;
+            super::token::set(t);
+            json_result(&report)
+        }
         other => Err(Status::invalid_argument(format!(
             "unknown action '{other}'"
         ))),
@@ -159,6 +181,15 @@ struct MonthBody {
 struct SyncBody {
     month: Option<String>,
     timeout_s: Option<f64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    sql: Option<String>,
+    #[serde(default)]
+    params: Vec<Vec<serde_json::Value>>,
+    month: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
