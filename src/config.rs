@@ -23,6 +23,43 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Send a CSV, Parquet, JSON or xlsx file to a running server (bulk
+    /// ingest), with a progress bar.
+    Load(LoadArgs),
+}
+
+/// How `duckflock load` treats the target table.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Create the table; fail if it exists.
+    Create,
+    /// Append to the table; fail if it does not exist.
+    Append,
+    /// Replace the table (create it if missing).
+    Replace,
+    /// Create the table if missing, else append.
+    CreateAppend,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// The file: .csv/.tsv, .parquet, .json/.ndjson (optionally .gz) or .xlsx
+    /// (first sheet, first row = column names).
+    pub file: PathBuf,
+    /// Target table.
+    #[arg(long)]
+    pub table: String,
+    /// Target month (YYYY-MM) [default: the server's current month].
+    #[arg(long)]
+    pub month: Option<String>,
+    /// Target schema [default: main].
+    #[arg(long)]
+    pub schema: Option<String>,
+    #[arg(long, value_enum, default_value = "create-append")]
+    pub mode: LoadMode,
+    /// The server's Flight SQL address.
+    #[arg(long, env = "DUCKFLOCK_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    pub flight_addr: String,
 }
 
 #[derive(Args, Debug, Default, Deserialize)]
@@ -198,10 +235,16 @@ fn physical_memory() -> anyhow::Result<u64> {
 mod tests {
     use super::*;
 
+    fn serve_args(cli: Cli) -> ServeArgs {
+        match cli.command {
+            Command::Serve(a) => a,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
     fn resolve(args: &[&str]) -> ServeConfig {
         let cli = Cli::try_parse_from(args).expect("parse");
-        let Command::Serve(a) = cli.command;
-        a.resolve().expect("resolve")
+        serve_args(cli).resolve().expect("resolve")
     }
 
     #[test]
@@ -243,7 +286,7 @@ mod tests {
     fn non_loopback_needs_insecure_and_unknown_keys_are_errors() {
         let cli =
             Cli::try_parse_from(["duckflock", "serve", "--flight-addr", "0.0.0.0:50051"]).unwrap();
-        let Command::Serve(a) = cli.command;
+        let a = serve_args(cli);
         assert!(a.resolve().is_err());
         let cfg = resolve(&[
             "duckflock",
@@ -259,7 +302,7 @@ mod tests {
         std::fs::write(&file, "data_dirr = \"x\"\n").unwrap();
         let cli = Cli::try_parse_from(["duckflock", "serve", "--config", file.to_str().unwrap()])
             .unwrap();
-        let Command::Serve(a) = cli.command;
+        let a = serve_args(cli);
         assert!(a.resolve().is_err());
     }
 }

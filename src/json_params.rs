@@ -76,14 +76,31 @@ mod tests {
     #[test]
     fn positions_keep_their_order_and_types() {
         let rows: Vec<Vec<Value>> = (0..12)
-            .map(|i| vec![json!(format!("n{i}")), json!(i), json!(i as f64 / 2.0), json!(null)])
+            .map(|i| {
+                vec![
+                    json!(format!("n{i}")),
+                    json!(i),
+                    json!(i as f64 / 2.0),
+                    json!(null),
+                ]
+            })
             .collect();
         let b = params_from_json(&rows).unwrap();
         assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 12);
-        let types: Vec<_> = b[0].schema().fields().iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<_> = b[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         assert_eq!(
             types,
-            [DataType::Utf8, DataType::Int64, DataType::Float64, DataType::Null]
+            [
+                DataType::Utf8,
+                DataType::Int64,
+                DataType::Float64,
+                DataType::Null
+            ]
         );
         assert!(params_from_json(&[vec![json!(1)], vec![]]).is_err());
         // Mixed numbers and strings: text.

@@ -8,4 +8,5 @@ pub mod duck;
 pub mod engine;
 pub mod flight;
 pub mod json_params;
+pub mod load;
 pub mod server;

@@ -19,5 +19,11 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(duckflock::server::serve(cfg))
         }
+        Command::Load(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(duckflock::load::run(args))
+        }
     }
 }

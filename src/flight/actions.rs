@@ -115,10 +115,12 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
         "execute_batch" => {
             let body: BatchBody = json_body(&action.body)?;
             let sql = body.sql.ok_or_else(|| {
-                Status::invalid_argument("execute_batch needs {\"sql\": ..., \"params\": [[...], ...]}")
+                Status::invalid_argument(
+                    "execute_batch needs {\"sql\": ..., \"params\": [[...], ...]}",
+                )
             })?;
-            let params =
-                crate::json_params::params_from_json(&body.params).map_err(Status::invalid_argument)?;
+            let params = crate::json_params::params_from_json(&body.params)
+                .map_err(Status::invalid_argument)?;
             let mut ctx = ctx.clone();
             if body.month.is_some() {
                 ctx.month = body.month;
