@@ -47,11 +47,16 @@ pub struct Written {
 pub trait Committed {
     /// The LSN of the change set it committed, if any.
     fn lsn(&self) -> Option<u64>;
+    /// Records the LSN its transaction committed with.
+    fn set_lsn(&mut self, lsn: Option<u64>);
 }
 
 impl Committed for Written {
     fn lsn(&self) -> Option<u64> {
         self.lsn
+    }
+    fn set_lsn(&mut self, lsn: Option<u64>) {
+        self.lsn = lsn;
     }
 }
 
@@ -84,6 +89,9 @@ pub struct Each {
 impl Committed for Each {
     fn lsn(&self) -> Option<u64> {
         self.lsn
+    }
+    fn set_lsn(&mut self, lsn: Option<u64>) {
+        self.lsn = lsn;
     }
 }
 
@@ -404,12 +412,12 @@ pub fn write(
 /// Runs `f` (given the capture id) in the enclosing Flight SQL transaction
 /// `txn`, or in its own captured transaction that commits with its change
 /// set (the LSN goes into the result) or rolls back on error.
-pub(super) fn captured(
+pub(super) fn captured<T: Committed>(
     conn: &Conn,
     log: &ChangeLog,
     txn: Option<u64>,
-    f: impl FnOnce(u64) -> EngineResult<Written>,
-) -> EngineResult<Written> {
+    f: impl FnOnce(u64) -> EngineResult<T>,
+) -> EngineResult<T> {
     let (id, own) = match txn {
         Some(t) => (t, false),
         None => (capture::begin(conn, log)?, true),
@@ -417,7 +425,7 @@ pub(super) fn captured(
     match f(id).map_err(explain_capture_error) {
         Ok(mut w) => {
             if own {
-                w.lsn = capture::commit(conn, id, log)?;
+                w.set_lsn(capture::commit(conn, id, log)?);
             }
             Ok(w)
         }

@@ -24,6 +24,7 @@ mod prepared;
 mod replica;
 mod sessions;
 mod state;
+mod tables;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use exec::{BatchError, BatchReport};
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
+pub use tables::{ColumnSpec, TableCreated};
 
 use crate::duck::DbOptions;
 use classify::classify;
@@ -634,7 +636,64 @@ impl Engine {
     }
 }
 
+/// A table made by [`Engine::create_table`] and the LSN that made it.
+struct Created {
+    generated_id: Option<String>,
+    lsn: Option<u64>,
+}
+
+impl exec::Committed for Created {
+    fn lsn(&self) -> Option<u64> {
+        self.lsn
+    }
+    fn set_lsn(&mut self, lsn: Option<u64>) {
+        self.lsn = lsn;
+    }
+}
+
 impl Engine {
+    /// The table API: creates `schema.table` (schema `main` by default) in
+    /// `ctx`'s month from column definitions DuckDB checked one by one (see
+    /// [`tables`]); a single integer primary key gets generated ids.
+    pub async fn create_table(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        schema: Option<String>,
+        table: String,
+        columns: Vec<ColumnSpec>,
+    ) -> EngineResult<(TableCreated, Option<String>)> {
+        if table.is_empty() {
+            return Err(EngineError::invalid("a table needs a name"));
+        }
+        let checked = columns.clone();
+        blocking(move || tables::check_columns(&checked)).await?;
+        let schema = schema.unwrap_or_else(|| "main".into());
+        let (name, cols) = (table.clone(), columns.clone());
+        let (created, _, token) = self
+            .run_to_end(ctx, None, move |conn, mode| match mode {
+                Mode::Primary { log, txn } => exec::captured(conn, log, *txn, |id| {
+                    let generated_id = tables::create(conn, id, &schema, &name, &cols)?;
+                    Ok(Created {
+                        generated_id,
+                        lsn: None,
+                    })
+                }),
+                Mode::ReadOnly => Err(EngineError::new(
+                    ErrorClass::FailedPrecondition,
+                    "this node is read-only",
+                )),
+            })
+            .await?;
+        Ok((
+            TableCreated {
+                table_name: table,
+                columns,
+                generated_id: created.generated_id,
+            },
+            token,
+        ))
+    }
+
     /// Runs `sql` once per parameter row, each row in its own transaction
     /// on the primary (DuckDB has no savepoints): a failing row does not
     /// undo or stop the others. Reports every failure by its row index; the

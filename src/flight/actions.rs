@@ -38,6 +38,10 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
             "JSON {\"month\": \"YYYY-MM\", \"timeout_s\": 60} (both optional) -> waits until every replica has applied the primary's last change set; the LSN reached per month",
         ),
         a(
+            "create_table",
+            "JSON {\"table_name\": \"t\", \"columns\": [{\"name\": \"id\", \"type\": \"BIGINT PRIMARY KEY\"}, ...], \"month\": \"YYYY-MM\", \"schema\": \"main\"} -> creates the table (each type checked to be one column definition); a single integer primary key gets generated ids",
+        ),
+        a(
             "execute_batch",
             "JSON {\"sql\": \"INSERT ... VALUES (?, ?)\", \"params\": [[1, \"a\"], ...], \"month\": \"YYYY-MM\"} -> runs the statement once per parameter row, each row in its own transaction; {\"total\", \"succeeded\", \"failed\", \"affected_rows\", \"errors\": [{\"index\", \"error\"}]}",
         ),
@@ -112,6 +116,24 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "month": month, "node": node, "rebuilding": true }))
         }
+        "create_table" => {
+            let body: TableBody = json_body(&action.body)?;
+            let mut ctx = ctx.clone();
+            if body.month.is_some() {
+                ctx.month = body.month;
+            }
+            let (created, t) = engine
+                .create_table(
+                    &ctx,
+                    body.schema,
+                    body.table_name.unwrap_or_default(),
+                    body.columns,
+                )
+                .await
+                .map_err(to_status)?;
+            super::token::set(t);
+            json_result(&created)
+        }
         "execute_batch" => {
             let body: BatchBody = json_body(&action.body)?;
             let sql = body.sql.ok_or_else(|| {
@@ -183,6 +205,16 @@ struct MonthBody {
 struct SyncBody {
     month: Option<String>,
     timeout_s: Option<f64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TableBody {
+    table_name: Option<String>,
+    #[serde(default)]
+    columns: Vec<crate::engine::ColumnSpec>,
+    month: Option<String>,
+    schema: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
