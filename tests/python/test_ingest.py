@@ -168,3 +168,45 @@ def test_million_rows_reach_every_replica(tmp_path):
         (1_001_000, 1_000_000, sum(range(1_000_000)) + sum(range(1000)))
     ]
     con.close()
+
+
+def test_tens_of_millions_of_rows_in_bounded_memory(tmp_path):
+    """40 M rows (640 MB as Arrow) streamed in (256 K-row batches, from a
+    reader: never held whole by the client either) under --memory-limit
+    256MB: the server's peak RSS stays below the size of the upload (the
+    limit plus a fixed allowance), and both replicas hold every row."""
+    import numpy as np
+
+    n, step = 40_000_000, 1 << 18
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", "2", "--memory-limit", "256MB")
+
+    def peak_rss_mb():
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+
+    def batches():
+        for s in range(0, n, step):
+            k = min(step, n - s)
+            yield pa.record_batch({"id": np.arange(s, s + k, dtype=np.int64), "v": np.full(k, 0.5)})
+
+    try:
+        reader = pa.RecordBatchReader.from_batches(
+            pa.schema([("id", pa.int64()), ("v", pa.float64())]), batches())
+        conn = flight_sql.connect(uri, autocommit=True,
+                                  db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": MONTH})
+        cur = conn.cursor()
+        assert cur.adbc_ingest("huge", reader, mode="create") == n
+        c = Client(uri)
+        c.action("sync", {"month": MONTH, "timeout_s": 600})
+        c.close()
+        assert peak_rss_mb() < 256 + 256, f"peak RSS {peak_rss_mb():.0f} MB"
+        cur.close()
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    for node in range(3):
+        con = duckdb.connect(os.path.join(data, MONTH, f"node_{node}.db"), read_only=True)
+        assert con.sql("SELECT count(*), sum(id) FROM huge").fetchall() == [(n, n * (n - 1) // 2)]
+        con.close()
