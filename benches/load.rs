@@ -71,11 +71,11 @@ fn stats(mut lat: Vec<Duration>, elapsed: Duration) -> Stats {
     }
 }
 
-fn start_server(data_dir: &std::path::Path) -> (Child, String) {
+fn start_server(data_dir: &std::path::Path) -> (Server, String) {
     start_server_with(data_dir, &[])
 }
 
-fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
     let exe = std::env::current_exe().expect("exe");
     let bin: PathBuf = exe
         .parent()
@@ -104,7 +104,7 @@ fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Stri
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (Server(child), addr)
 }
 
 async fn client(addr: &str) -> FlightSqlServiceClient<Channel> {
@@ -193,7 +193,7 @@ fn local_point_queries(conn: &duckdb::Connection, clients: usize, secs: f64, row
 async fn main() {
     let o = opts();
     let tmp = tempfile::tempdir().expect("tmp");
-    let (mut server, addr) = start_server(&tmp.path().join("data"));
+    let (server, addr) = start_server(&tmp.path().join("data"));
     let mut c = client(&addr).await;
     eprintln!(
         "loading {} point rows and {} bulk rows ...",
@@ -275,10 +275,19 @@ async fn main() {
         n_rows as f64 / best_l / 1e6,
         best_l / best_s
     ));
-    stop(&mut server);
+    drop(server);
     replication(&mut table, &o, tmp.path()).await;
     ingest(&mut table, &o, tmp.path()).await;
     println!("{}", table.join("\n"));
+}
+
+/// A server process, stopped when dropped (also when the bench panics).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        stop(&mut self.0);
+    }
 }
 
 fn stop(server: &mut Child) {
@@ -367,7 +376,7 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
     eprintln!("replication: write throughput and sync lag ...");
     let mut results = Vec::new();
     for replicas in ["7", "0"] {
-        let (mut server, addr) = start_server_with(
+        let (server, addr) = start_server_with(
             &dir.join(format!("repl{replicas}")),
             &["--replicas", replicas],
         );
@@ -426,7 +435,7 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
                 l.as_secs_f64()
             ));
         }
-        stop(&mut server);
+        drop(server);
         results.push((replicas, per));
     }
     for (i, clients) in [1usize, 8].into_iter().enumerate() {
@@ -488,7 +497,7 @@ fn ingest_batches(rows: usize, wide: bool) -> Vec<arrow::record_batch::RecordBat
 async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
     use arrow_flight::sql::{CommandStatementIngest, TableDefinitionOptions};
     eprintln!("ingest ...");
-    let (mut server, addr) = start_server_with(&dir.join("ingest"), &["--replicas", "7"]);
+    let (server, addr) = start_server_with(&dir.join("ingest"), &["--replicas", "7"]);
     let mut c = client(&addr).await;
     let local = duckdb::Connection::open(dir.join("local_ingest.db")).expect("local");
     for (name, wide, rows) in [
@@ -556,5 +565,5 @@ async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
             "| ingest {name}: sync lag to all 7 replicas after the upload is acknowledged | {lag:.2} s | | |"
         ));
     }
-    stop(&mut server);
+    drop(server);
 }

@@ -17,7 +17,7 @@ use super::capture;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
 use super::month::MonthId;
-use super::node::Node;
+use super::node::{memory_setting, Node};
 use super::replica::{self, Replica};
 
 /// Name of the schema holding the server's bookkeeping inside a node file;
@@ -249,15 +249,12 @@ impl MonthRegistry {
     /// Gives every open month file an equal share of the memory budget.
     fn rebalance(&self, open: &BTreeMap<MonthId, OpenMonth>) {
         let share = self.budget / (open.len().max(1) as u64 * self.files_per_month());
-        let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(share));
         for om in open.values() {
             // Stored before the nodes are visited: a replica placed after
             // this loop reads it (see `replica::place`).
             om.month.memory_share.store(share, Ordering::SeqCst);
             for node in om.month.open_nodes() {
-                if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
-                    tracing::warn!(month = %om.month.id, error = %e, "could not set memory_limit");
-                }
+                node.set_memory_limit(share);
             }
         }
     }
@@ -319,9 +316,4 @@ impl MonthRegistry {
             }
         }
     }
-}
-
-/// A byte count as a DuckDB memory setting (at least 16 MiB).
-pub(super) fn memory_setting(bytes: u64) -> String {
-    format!("{}MiB", (bytes >> 20).max(16))
 }

@@ -41,6 +41,15 @@ impl Node {
     }
 
     /// A dedicated connection (sessions, transactions).
+    /// Sets the file's DuckDB `memory_limit` (its share of the budget);
+    /// a failure is logged, the previous limit stays.
+    pub fn set_memory_limit(&self, bytes: u64) {
+        let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(bytes));
+        if let Err(e) = self.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
+            tracing::warn!(error = %e, "could not set memory_limit");
+        }
+    }
+
     pub fn connect(&self) -> EngineResult<Conn> {
         Ok(self.db.connect()?)
     }
@@ -107,4 +116,9 @@ impl Drop for Lease {
             }
         }
     }
+}
+
+/// A byte count as a DuckDB `memory_limit` value (at least 16 MiB).
+pub(super) fn memory_setting(bytes: u64) -> String {
+    format!("{}MiB", (bytes >> 20).max(16))
 }

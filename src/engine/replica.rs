@@ -16,8 +16,8 @@ use super::capture;
 use super::catalog::rows;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
-use super::months::{memory_setting, Month, INTERNAL_SCHEMA as S};
-use super::node::Node;
+use super::months::{Month, INTERNAL_SCHEMA as S};
+use super::node::{memory_setting, Node};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -246,11 +246,7 @@ fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>
 /// this node or this reads its share.
 fn place(m: &Month, r: &Replica, node: Arc<Node>) {
     *r.node.write() = Some(Arc::clone(&node));
-    let share = memory_setting(m.memory_share.load(Ordering::SeqCst));
-    let sql = format!("SET GLOBAL memory_limit = '{share}'");
-    if let Err(e) = node.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
-        tracing::warn!(replica = %r.path.display(), error = %e, "could not set memory_limit");
-    }
+    node.set_memory_limit(m.memory_share.load(Ordering::SeqCst));
 }
 
 /// Closes the replica's file once no reader holds it.
