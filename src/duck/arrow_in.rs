@@ -15,7 +15,7 @@ use arrow::record_batch::RecordBatch;
 use duckdb::ffi;
 
 use super::appender::{Appender, Chunk};
-use super::database::{Conn, Database, DbOptions};
+use super::database::{Conn, Database};
 use super::error::{DuckError, DuckErrorKind, DuckResult};
 use super::result::error_data;
 
@@ -91,15 +91,7 @@ impl ArrowInput {
 /// scan is registered as a view, which DuckDB cannot write to a WAL, so it
 /// runs in a throwaway in-memory database.
 pub fn sql_types(schema: &Schema) -> DuckResult<Vec<(String, String)>> {
-    let db = Database::open(
-        std::path::Path::new(":memory:"),
-        &DbOptions {
-            memory_limit: Some("64MB".into()),
-            threads: Some(1),
-            temp_directory: None,
-            read_only: false,
-        },
-    )?;
+    let db = Database::scratch()?;
     let conn = db.connect()?;
     let conn = &conn;
     let empty = RecordBatch::new_empty(std::sync::Arc::new(schema.clone()));

@@ -39,6 +39,20 @@ unsafe impl Sync for Database {}
 
 impl Database {
     /// Opens (or creates) the database at `path`; `":memory:"` for in-memory.
+    /// A small throwaway in-memory database (64 MB, one thread) for asking
+    /// DuckDB things that must not touch a month's files.
+    pub fn scratch() -> DuckResult<Arc<Database>> {
+        Database::open(
+            Path::new(":memory:"),
+            &DbOptions {
+                memory_limit: Some("64MB".into()),
+                threads: Some(1),
+                temp_directory: None,
+                read_only: false,
+            },
+        )
+    }
+
     pub fn open(path: &Path, opts: &DbOptions) -> DuckResult<Arc<Database>> {
         let path_str = path.to_string_lossy().into_owned();
         let c_path = CString::new(path_str.clone())

@@ -7,11 +7,9 @@
 //! so an INSERT that leaves it out gets a fresh id, replicated as the value
 //! the primary stored.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-use crate::duck::{Conn, Database, DbOptions, StatementType};
+use crate::duck::{Conn, Database, StatementType};
 
 use super::capture::{literal, quote};
 use super::catalog::rows;
@@ -45,15 +43,7 @@ pub(super) fn check_columns(columns: &[ColumnSpec]) -> EngineResult<()> {
     if columns.is_empty() {
         return Err(EngineError::invalid("a table needs at least one column"));
     }
-    let db = Database::open(
-        Path::new(":memory:"),
-        &DbOptions {
-            memory_limit: Some("64MB".into()),
-            threads: Some(1),
-            temp_directory: None,
-            read_only: false,
-        },
-    )?;
+    let db = Database::scratch()?;
     let conn = db.connect()?;
     for (i, c) in columns.iter().enumerate() {
         if c.name.is_empty() || c.r#type.trim().is_empty() {
