@@ -266,16 +266,34 @@ fn close(r: &Replica) {
     }
 }
 
+/// How long a rebuild waits for a moment without other write transactions.
+const CHECKPOINT_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Rebuilds the replica from a copy of the primary, taken after a
 /// checkpoint while no change set can commit.
 fn rebuild(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResult<()> {
     let started = Instant::now();
     let tmp = with_suffix(&r.path, ".rebuild");
-    let lsn = {
+    // DuckDB refuses to checkpoint while another write transaction is open
+    // (an ingest, a client's transaction): release the commit lock, let them
+    // finish, try again for a while before giving up (then the applier's
+    // backoff retries the rebuild).
+    let deadline = Instant::now() + CHECKPOINT_PATIENCE;
+    let lsn = loop {
         let state = log.lock();
-        m.primary().checkpoint()?;
-        copy_file(&m.primary_path, &tmp)?;
-        state.last_lsn
+        match m.primary().checkpoint() {
+            Ok(()) => {
+                copy_file(&m.primary_path, &tmp)?;
+                break state.last_lsn;
+            }
+            Err(e)
+                if e.message.contains("other write transactions") && Instant::now() < deadline =>
+            {
+                drop(state);
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(e),
+        }
     };
     let _ = std::fs::remove_file(with_suffix(&r.path, ".wal"));
     let _ = std::fs::remove_file(with_suffix(&tmp, ".wal"));
