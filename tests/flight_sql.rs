@@ -1352,6 +1352,32 @@ async fn ingest_inside_a_transaction_commits_or_rolls_back_with_it() {
         .await
         .unwrap();
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2000);
+    // A batch whose schema differs from the first one fails the whole upload.
+    let other = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(vec!["x"]))],
+    )
+    .unwrap();
+    // arrow-flight's encoder refuses to send that, so the Flight data is
+    // put together by hand: schema, batch, another schema, its batch.
+    let first = batch(10);
+    let mut data = arrow_flight::utils::batches_to_flight_data(&first.schema(), [&first]).unwrap();
+    data.extend(arrow_flight::utils::batches_to_flight_data(&other.schema(), [&other]).unwrap());
+    data[0].flight_descriptor = Some(arrow_flight::FlightDescriptor::new_cmd(
+        arrow_flight::sql::ProstMessageExt::as_any(&ingest(None, 2)).encode_to_vec(),
+    ));
+    let err = match c.do_put(futures::stream::iter(data)).await {
+        Err(e) => e.to_string(),
+        Ok(mut answers) => answers.message().await.unwrap_err().to_string(),
+    };
+    // (arrow-flight's decoder already refuses a second schema; the engine
+    // checks every batch against the first one too.)
+    assert!(
+        err.contains("invalid argument") && err.contains("Schema"),
+        "{err}"
+    );
+    let b = query(&mut c, "SELECT count(*) FROM txi").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2000);
     // Ingest is a write: never cross-month.
     c.set_header("x-duckflock-months", "all");
     let err = c

@@ -33,6 +33,9 @@ fn ffi_schema(schema: &Schema) -> DuckResult<FFI_ArrowSchema> {
 /// An Arrow schema as DuckDB converted it, for turning batches into chunks.
 pub struct ArrowInput {
     raw: ffi::duckdb_arrow_converted_schema,
+    /// The column types DuckDB converted: every batch must have exactly
+    /// these (DuckDB reads the Arrow buffers by them).
+    types: Vec<arrow::datatypes::DataType>,
 }
 
 impl Drop for ArrowInput {
@@ -49,6 +52,11 @@ impl ArrowInput {
         let mut s = ffi_schema(schema)?;
         let mut out = ArrowInput {
             raw: ptr::null_mut(),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
         };
         // SAFETY: live connection; the schema stays ours (released on drop
         // of `s`); out-pointer.
@@ -66,6 +74,17 @@ impl ArrowInput {
     /// Converts a batch of at most [`CHUNK_ROWS`] rows into a DuckDB chunk
     /// (which takes ownership of the Arrow buffers, no copy).
     pub fn chunk(&self, conn: &Conn, batch: &RecordBatch) -> DuckResult<Chunk> {
+        let schema = batch.schema();
+        let types = schema.fields().iter().map(|f| f.data_type());
+        if batch.num_columns() != self.types.len() || !types.eq(self.types.iter()) {
+            return Err(DuckError::new(
+                DuckErrorKind::InvalidInput,
+                format!(
+                    "Invalid Input Error: a batch's schema ({}) differs from the upload's first one",
+                    batch.schema()
+                ),
+            ));
+        }
         let data = StructArray::from(batch.clone()).into_data();
         let (mut array, _schema) = to_ffi(&data).map_err(|e| internal("Arrow batch", e))?;
         let mut raw: ffi::duckdb_data_chunk = ptr::null_mut();
