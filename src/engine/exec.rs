@@ -33,6 +33,20 @@ pub enum Mode {
     },
 }
 
+impl Mode {
+    /// The change log and enclosing transaction of a primary connection;
+    /// writes refuse any other node.
+    pub fn primary(&self) -> EngineResult<(&ChangeLog, Option<u64>)> {
+        match self {
+            Mode::Primary { log, txn } => Ok((log, *txn)),
+            Mode::ReadOnly => Err(EngineError::new(
+                ErrorClass::FailedPrecondition,
+                "this node is read-only",
+            )),
+        }
+    }
+}
+
 /// What a write produced.
 pub struct Written {
     pub schema: SchemaRef,
@@ -544,11 +558,6 @@ pub fn run_update(
     params: &[RecordBatch],
     mode: &Mode,
 ) -> EngineResult<Written> {
-    match mode {
-        Mode::Primary { log, txn } => write(conn, sql, params, log, *txn),
-        Mode::ReadOnly => Err(EngineError::new(
-            ErrorClass::FailedPrecondition,
-            "this node is read-only",
-        )),
-    }
+    let (log, txn) = mode.primary()?;
+    write(conn, sql, params, log, txn)
 }

@@ -670,18 +670,15 @@ impl Engine {
         let schema = schema.unwrap_or_else(|| "main".into());
         let (name, cols) = (table.clone(), columns.clone());
         let (created, _, token) = self
-            .run_to_end(ctx, None, move |conn, mode| match mode {
-                Mode::Primary { log, txn } => exec::captured(conn, log, *txn, |id| {
+            .run_to_end(ctx, None, move |conn, mode| {
+                let (log, txn) = mode.primary()?;
+                exec::captured(conn, log, txn, |id| {
                     let generated_id = tables::create(conn, id, &schema, &name, &cols)?;
                     Ok(Created {
                         generated_id,
                         lsn: None,
                     })
-                }),
-                Mode::ReadOnly => Err(EngineError::new(
-                    ErrorClass::FailedPrecondition,
-                    "this node is read-only",
-                )),
+                })
             })
             .await?;
         Ok((
@@ -712,12 +709,8 @@ impl Engine {
         }
         let owned = sql.to_string();
         let (each, _, token) = self
-            .run_to_end(ctx, Some(sql), move |conn, mode| match mode {
-                Mode::Primary { log, .. } => exec::run_each(conn, &owned, &params, log),
-                Mode::ReadOnly => Err(EngineError::new(
-                    ErrorClass::FailedPrecondition,
-                    "this node is read-only",
-                )),
+            .run_to_end(ctx, Some(sql), move |conn, mode| {
+                exec::run_each(conn, &owned, &params, mode.primary()?.0)
             })
             .await?;
         Ok((each.report, token))
@@ -739,14 +732,9 @@ impl Engine {
             ));
         }
         let (w, _, token) = self
-            .run_to_end(ctx, None, move |conn, mode| match mode {
-                Mode::Primary { log, txn } => {
-                    ingest::run(conn, &target, &schema, &mut batches, log, *txn)
-                }
-                Mode::ReadOnly => Err(EngineError::new(
-                    ErrorClass::FailedPrecondition,
-                    "this node is read-only",
-                )),
+            .run_to_end(ctx, None, move |conn, mode| {
+                let (log, txn) = mode.primary()?;
+                ingest::run(conn, &target, &schema, &mut batches, log, txn)
             })
             .await?;
         Ok((w.changed, token))
