@@ -83,7 +83,14 @@ fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Server, Str
         .expect("target dir")
         .join("duckflock");
     let mut child = Command::new(&bin)
-        .args(["serve", "--flight-addr", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--flight-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())

@@ -11,7 +11,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 binary = os.environ["DUCKFLOCK_BIN"]
 
 with tempfile.TemporaryDirectory() as tmp:
-    proc = subprocess.Popen([binary, "serve", "--data-dir", os.path.join(tmp, "data"), "--flight-addr", "127.0.0.1:0"],
+    proc = subprocess.Popen([binary, "serve", "--data-dir", os.path.join(tmp, "data"), "--flight-addr", "127.0.0.1:0",
+                             "--http-addr", "127.0.0.1:0"],
                             stdout=subprocess.PIPE, text=True)
     addr = None
     for line in proc.stdout:

@@ -14,6 +14,14 @@ cargo build --release --all-targets
 echo "== cargo test --release"
 cargo test --release -- --test-threads 4
 
+# The status-page test drives Debian's Chromium, headless and offline.
+if ! command -v chromium >/dev/null; then
+  echo "== installing chromium (Debian) for the status-page test"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get install -y -q chromium >/dev/null || {
+    $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
+fi
+
 # Python clients: a venv keyed by the requirements, reused across runs.
 req=tests/python/requirements.txt
 venv="$HOME/.cache/duckflock/venv-$(sha256sum "$req" | cut -c1-12)"

@@ -75,6 +75,15 @@ pub struct ServeArgs {
     /// Flight SQL listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "DUCKFLOCK_FLIGHT_ADDR")]
     pub flight_addr: Option<SocketAddr>,
+    /// HTTP gateway listen address (the original REST API, docs, health,
+    /// metrics, status page) [default: 127.0.0.1:8000].
+    #[arg(long, env = "DUCKFLOCK_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Largest JSON result the HTTP gateway builds for one request, e.g.
+    /// 64MB; larger results are refused with a pointer to Flight SQL, which
+    /// streams them [default: 64MB].
+    #[arg(long, env = "DUCKFLOCK_HTTP_RESULT_LIMIT")]
+    pub http_result_limit: Option<String>,
     /// DuckDB memory shared by all open month files, e.g. 4GB or 2GiB
     /// [default: 80% of physical memory].
     #[arg(long, env = "DUCKFLOCK_MEMORY_LIMIT")]
@@ -120,6 +129,9 @@ pub struct ServeArgs {
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Bytes of JSON one HTTP answer may hold.
+    pub http_result_limit: u64,
     /// Bytes of DuckDB memory for all open month files together.
     pub memory_budget: u64,
     pub month_idle_timeout: std::time::Duration,
@@ -157,6 +169,16 @@ impl ServeArgs {
                 .flight_addr
                 .or(file.flight_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            http_result_limit: parse_size(
+                self.http_result_limit
+                    .or(file.http_result_limit)
+                    .as_deref()
+                    .unwrap_or("64MB"),
+            )?,
             memory_budget: match self.memory_limit.or(file.memory_limit) {
                 Some(s) => parse_size(&s)?,
                 None => physical_memory()? / 10 * 8,
@@ -184,11 +206,12 @@ impl ServeArgs {
             ),
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
-        if !cfg.flight_addr.ip().is_loopback() && !cfg.insecure {
-            anyhow::bail!(
-                "refusing to listen on {} without authentication; pass --insecure to allow it",
-                cfg.flight_addr
-            );
+        for addr in [cfg.flight_addr, cfg.http_addr] {
+            if !addr.ip().is_loopback() && !cfg.insecure {
+                anyhow::bail!(
+                    "refusing to listen on {addr} without authentication; pass --insecure to allow it"
+                );
+            }
         }
         Ok(cfg)
     }

@@ -7,6 +7,8 @@ pub mod config;
 pub mod duck;
 pub mod engine;
 pub mod flight;
+pub mod http;
 pub mod json_params;
 pub mod load;
+pub mod metrics;
 pub mod server;

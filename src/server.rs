@@ -7,7 +7,8 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
 use crate::engine::{Engine, EngineConfig};
-use crate::flight::{DuckFlightSql, FlightServiceServer, TokenLayer};
+use crate::flight::{DuckFlightSql, FlightServiceServer, MetricsLayer, TokenLayer};
+use crate::http::AppState;
 
 /// How long in-flight calls may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -39,19 +40,36 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     println!("duckflock flight sql listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), months = engine.months().len(), "serving");
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let http_listener = tokio::net::TcpListener::bind(cfg.http_addr).await?;
+    let http_addr = http_listener.local_addr()?;
+    println!("duckflock http listening on {http_addr}");
+    tracing::info!(%http_addr, "http gateway");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(MetricsLayer)
             .layer(TokenLayer)
             .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
+    let state = Arc::new(AppState::new(
+        Arc::clone(&engine),
+        addr,
+        usize::try_from(cfg.http_result_limit).unwrap_or(usize::MAX),
+    ));
+    let http = tokio::spawn(crate::http::serve(http_listener, state, stopped(stop_rx)));
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight calls");
-    let _ = stop_tx.send(());
-    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let _ = tokio::join!(server, http);
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!("in-flight calls did not finish in time; closing anyway");
     }
     engine.shutdown().await;

@@ -34,6 +34,8 @@ pub struct NodeStatus {
     pub size_bytes: u64,
     /// The file's DuckDB `memory_limit` now (its share of `--memory-limit`).
     pub memory_limit: Option<String>,
+    /// Bytes DuckDB's buffer manager holds for this file now.
+    pub memory_usage_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,11 +63,19 @@ fn file_size(path: &Path) -> u64 {
         .sum()
 }
 
-/// The node's `memory_limit` setting (`None`: the node does not answer).
-fn memory_limit(node: &Node) -> Option<String> {
+/// The node's `memory_limit` setting and the bytes its buffer manager
+/// holds (`None`: the node does not answer).
+fn memory(node: &Node) -> Option<(String, Option<u64>)> {
     let conn = node.connect().ok()?;
-    let r = rows(&conn, "SELECT current_setting('memory_limit')").ok()?;
-    r.first().and_then(|r| r.first().cloned().flatten())
+    let r = rows(
+        &conn,
+        "SELECT current_setting('memory_limit'), (SELECT sum(memory_usage_bytes) FROM duckdb_memory())::UBIGINT",
+    )
+    .ok()?;
+    let r = r.into_iter().next()?;
+    let limit = r.first().cloned().flatten()?;
+    let used = r.get(1).cloned().flatten().and_then(|v| v.parse().ok());
+    Some((limit, used))
 }
 
 fn status_of(
@@ -91,6 +101,7 @@ fn status_of(
                     lag_ms: None,
                     error: None,
                     memory_limit: None,
+                    memory_usage_bytes: None,
                 }
             })
             .collect();
@@ -102,8 +113,9 @@ fn status_of(
         };
     };
     let last = m.log.last_lsn();
-    let primary_memory = memory_limit(m.primary());
+    let primary_memory = memory(m.primary());
     let healthy = primary_memory.is_some();
+    let (primary_limit, primary_used) = primary_memory.unzip();
     let mut nodes = vec![NodeStatus {
         id: 0,
         role: "primary",
@@ -115,7 +127,8 @@ fn status_of(
         state: if healthy { "healthy" } else { "failed" },
         error: None,
         size_bytes: file_size(&m.primary_path),
-        memory_limit: primary_memory,
+        memory_limit: primary_limit,
+        memory_usage_bytes: primary_used.flatten(),
     }];
     for r in &m.replicas {
         let applied = r.applied();
@@ -129,6 +142,7 @@ fn status_of(
                 .unwrap_or(0)
         };
         let health = r.health();
+        let (limit, used) = r.node().and_then(|n| memory(&n)).unzip();
         nodes.push(NodeStatus {
             id: r.index,
             role: "replica",
@@ -140,7 +154,8 @@ fn status_of(
             state: health.name(),
             error: r.last_error.lock().clone(),
             size_bytes: file_size(&r.path),
-            memory_limit: r.node().and_then(|n| memory_limit(&n)),
+            memory_limit: limit,
+            memory_usage_bytes: used.flatten(),
         });
     }
     MonthStatus {
@@ -151,7 +166,76 @@ fn status_of(
     }
 }
 
+/// Whether the server can do its work: every open month's primary answers
+/// and its folder takes new files, and no replica has failed (a replica
+/// being rebuilt is being synced).
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub healthy: bool,
+    pub months: usize,
+    pub open_months: usize,
+    pub problems: Vec<String>,
+}
+
+/// Creates and removes a file in `dir`: whether new files can be written
+/// there (WAL growth, checkpoints, replica rebuilds).
+fn probe_writable(dir: &Path) -> Result<(), String> {
+    let probe = dir.join(".duckflock-health-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| format!("{} is not writable: {e}", dir.display()))
+}
+
 impl Engine {
+    /// Sessions and transactions open now.
+    pub fn open_sessions(&self) -> (usize, usize) {
+        (
+            self.state.sessions.lock().len(),
+            self.state.transactions.lock().len(),
+        )
+    }
+
+    /// See [`HealthReport`].
+    pub async fn health(self: &Arc<Self>) -> HealthReport {
+        let me = Arc::clone(self);
+        let report = blocking(move || {
+            let mut problems = Vec::new();
+            if let Err(e) = probe_writable(&me.cfg.data_dir) {
+                problems.push(e);
+            }
+            let open = me.months.open_months();
+            for m in &open {
+                if memory(m.primary()).is_none() {
+                    problems.push(format!("{}: the primary does not answer", m.id));
+                }
+                if let Some(dir) = m.primary_path.parent() {
+                    if let Err(e) = probe_writable(dir) {
+                        problems.push(format!("{}: {e}", m.id));
+                    }
+                }
+                for r in &m.replicas {
+                    if r.health() == Health::Failed {
+                        let why = r.last_error.lock().clone().unwrap_or_default();
+                        problems.push(format!("{}/node_{}: not syncing: {why}", m.id, r.index));
+                    }
+                }
+            }
+            Ok(HealthReport {
+                healthy: problems.is_empty(),
+                months: me.months.ids().len(),
+                open_months: open.len(),
+                problems,
+            })
+        })
+        .await;
+        report.unwrap_or_else(|e| HealthReport {
+            healthy: false,
+            months: 0,
+            open_months: 0,
+            problems: vec![e.message],
+        })
+    }
+
     /// Creates a month (folder and files) if it does not exist.
     pub async fn create_month(self: &Arc<Self>, month: &str) -> EngineResult<MonthStatus> {
         let id: MonthId = month.parse()?;

@@ -592,3 +592,41 @@ pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
         Ok::<_, EngineError>(())
     })
 }
+
+/// The key values of the rows transaction `txn` inserted (not updated) into
+/// tables whose key column is filled from a sequence (`DEFAULT nextval(…)`,
+/// as the table API makes it): the generated ids the HTTP gateway reports.
+/// At most `limit` values.
+pub fn inserted_ids(conn: &Conn, txn: u64, limit: usize) -> EngineResult<Vec<String>> {
+    let generated = rows(
+        conn,
+        &format!(
+            "SELECT c.shadow, col.column_name FROM {S}.capture c
+             JOIN duckdb_columns() col
+               ON col.database_name = current_database() AND col.schema_name = c.tbl_schema
+              AND col.table_name = c.tbl_name
+             WHERE c.live AND starts_with(col.column_default, 'nextval(')
+             ORDER BY c.shadow"
+        ),
+    )?;
+    let mut ids = Vec::new();
+    for r in generated {
+        let (shadow, column) = (quote(&cell(&r, 0)), quote(&cell(&r, 1)));
+        let sql = format!(
+            "SELECT {column}::VARCHAR FROM {S}.{shadow} WHERE __txn = {txn} AND __op = 1
+               AND __stmt NOT IN (SELECT __stmt FROM {S}.{shadow} WHERE __txn = {txn} AND __op = -1)
+             LIMIT {}",
+            limit + 1 - ids.len().min(limit)
+        );
+        ids.extend(
+            rows(conn, &sql)?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next().flatten()),
+        );
+        if ids.len() > limit {
+            break;
+        }
+    }
+    ids.truncate(limit);
+    Ok(ids)
+}

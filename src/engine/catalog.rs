@@ -9,6 +9,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 
 use crate::duck::Conn;
 
+use super::capture::literal;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA;
 use super::node::Node;
@@ -20,6 +21,49 @@ pub struct TableInfo {
     pub name: String,
     pub table_type: String,
     pub arrow_schema: Option<SchemaRef>,
+}
+
+/// One column of a table as the table API describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+    pub primary_key: bool,
+    /// The default expression's SQL text.
+    pub default: Option<String>,
+}
+
+/// The columns of `schema.table` in order; empty when there is no such
+/// table or view.
+pub fn columns(conn: &Conn, schema: &str, table: &str) -> EngineResult<Vec<ColumnInfo>> {
+    if schema.contains('\0') || table.contains('\0') {
+        return Ok(Vec::new()); // no DuckDB name holds a NUL
+    }
+    let sql = format!(
+        "SELECT c.column_name, c.data_type, c.is_nullable, \
+                EXISTS (SELECT 1 FROM duckdb_constraints() k \
+                         WHERE k.database_name = c.database_name AND k.schema_name = c.schema_name \
+                           AND k.table_name = c.table_name AND k.constraint_type = 'PRIMARY KEY' \
+                           AND list_contains(k.constraint_column_names, c.column_name)), \
+                c.column_default \
+           FROM duckdb_columns() c \
+          WHERE c.database_name = current_database() AND c.schema_name = {} AND c.table_name = {} \
+          ORDER BY c.column_index",
+        literal(schema),
+        literal(table)
+    );
+    Ok(rows(conn, &sql)?
+        .iter()
+        .map(|r| ColumnInfo {
+            name: cell(r, 0),
+            data_type: cell(r, 1),
+            nullable: cell(r, 2) == "true",
+            primary_key: cell(r, 3) == "true",
+            default: r.get(4).cloned().flatten(),
+        })
+        .collect())
 }
 
 pub struct PrimaryKey {
@@ -215,6 +259,21 @@ impl Engine {
     ) -> EngineResult<Vec<TableInfo>> {
         self.per_month(catalog, move |c, month| tables(c, month, include_schema))
             .await
+    }
+
+    /// The columns of `schema.table` in `month`; `None` when the month or
+    /// the table does not exist.
+    pub async fn table_columns(
+        self: &Arc<Self>,
+        month: &str,
+        schema: &str,
+        table: &str,
+    ) -> EngineResult<Option<Vec<ColumnInfo>>> {
+        let (schema, table) = (schema.to_string(), table.to_string());
+        let cols = self
+            .per_month(Some(month), move |c, _| columns(c, &schema, &table))
+            .await?;
+        Ok((!cols.is_empty()).then_some(cols))
     }
 
     pub async fn primary_keys(

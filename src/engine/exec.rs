@@ -552,6 +552,25 @@ fn collect(stmt: &mut Prepared<'_>, params: &[RecordBatch]) -> EngineResult<Writ
 
 /// Runs a statement for its row count (and the LSN it committed): on the
 /// primary as a captured write, elsewhere as a read.
+/// A single write and the generated ids of the rows it inserted (see
+/// [`capture::inserted_ids`]), at most `limit`.
+pub fn run_update_with_ids(
+    conn: &Conn,
+    sql: &str,
+    params: &[RecordBatch],
+    mode: &Mode,
+    limit: usize,
+) -> EngineResult<(Written, Vec<String>)> {
+    let (log, txn) = mode.primary()?;
+    let mut ids = Vec::new();
+    let w = captured(conn, log, txn, |id| {
+        let w = run_statements(conn, sql, params, id)?;
+        ids = capture::inserted_ids(conn, id, limit)?;
+        Ok(w)
+    })?;
+    Ok((w, ids))
+}
+
 pub fn run_update(
     conn: &Conn,
     sql: &str,

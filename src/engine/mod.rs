@@ -36,8 +36,8 @@ use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-pub use admin::{MonthStatus, NodeStatus, SyncStatus};
-pub use catalog::{ForeignKey, PrimaryKey, TableInfo};
+pub use admin::{HealthReport, MonthStatus, NodeStatus, SyncStatus};
+pub use catalog::{ColumnInfo, ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
 use exec::Mode;
@@ -594,6 +594,26 @@ impl Engine {
         Ok((w.changed, token))
     }
 
+    /// Like [`Engine::execute_update`] for one write outside a transaction,
+    /// and also the generated ids (sequence defaults) of the rows it
+    /// inserted, at most `id_limit` of them: the HTTP gateway's `modify`.
+    pub async fn execute_update_with_ids(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        params: Vec<RecordBatch>,
+        id_limit: usize,
+    ) -> EngineResult<(u64, Vec<String>, Option<String>)> {
+        let owned = sql.to_string();
+        let (w, _, token) = self
+            .run_to_end(ctx, Some(sql), move |conn, mode| {
+                let (w, ids) = exec::run_update_with_ids(conn, &owned, &params, mode, id_limit)?;
+                Ok(WithIds(w, ids))
+            })
+            .await?;
+        Ok((w.0.changed, w.1, token))
+    }
+
     /// Runs a write to completion on the primary `ctx` routes `sql` to,
     /// under the query timeout, on the blocking pool. Returns what it wrote,
     /// the node and the token.
@@ -633,6 +653,18 @@ impl Engine {
         .await?;
         let token = token(month.as_deref(), out.lsn());
         Ok((out, node, token))
+    }
+}
+
+/// A write and the ids it generated.
+struct WithIds(exec::Written, Vec<String>);
+
+impl exec::Committed for WithIds {
+    fn lsn(&self) -> Option<u64> {
+        self.0.lsn
+    }
+    fn set_lsn(&mut self, lsn: Option<u64>) {
+        self.0.lsn = lsn;
     }
 }
 

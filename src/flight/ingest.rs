@@ -89,6 +89,7 @@ impl DuckFlightSql {
             .map_err(to_status);
         feeder.abort();
         let (n, t) = out?;
+        crate::metrics::get().ingested(n);
         token::set(t);
         Ok(n as i64)
     }

@@ -4,6 +4,7 @@
 mod actions;
 mod ingest;
 mod metadata;
+mod observe;
 pub mod session;
 mod status;
 mod token;
@@ -40,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::{BatchStream, CallContext, Engine, Planned};
 
+pub use observe::MetricsLayer;
 pub use token::{TokenLayer, TOKEN_HEADER};
 
 use session::session_from_cookie;
@@ -156,10 +158,16 @@ fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> BoxStream<arrow_flight::FlightData> {
+    let metrics = crate::metrics::get();
+    let batches = batches.inspect_ok(|b| metrics.streamed("flight", b.num_rows() as u64, 0));
     let s = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_dictionary_handling(DictionaryHandling::Resend)
         .build(batches)
+        .inspect_ok(|fd| {
+            let bytes = fd.data_header.len() + fd.data_body.len();
+            metrics.streamed("flight", 0, bytes as u64)
+        })
         .map_err(Status::from);
     Box::pin(s)
 }

@@ -38,6 +38,8 @@ impl Server {
             .arg(data_dir)
             .arg("--flight-addr")
             .arg("127.0.0.1:0")
+            .arg("--http-addr")
+            .arg("127.0.0.1:0")
             // These tests check single-node features (memory budget per
             // file, streaming, timeouts); replication has its own tests in
             // tests/python/test_replication.py. A test may pass --replicas.

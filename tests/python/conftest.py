@@ -13,16 +13,23 @@ import pytest
 def start_server(data_dir, *extra):
     binary = os.environ.get("DUCKFLOCK_BIN", "duckflock")
     proc = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--flight-addr", "127.0.0.1:0", *extra],
+        [binary, "serve", "--data-dir", data_dir, "--flight-addr", "127.0.0.1:0",
+         "--http-addr", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "RUST_LOG": "duckflock=warn"},
     )
+    uri = None
     for line in proc.stdout:
         m = re.match(r"duckflock flight sql listening on (\S+)", line)
         if m:
+            uri = f"grpc://{m.group(1)}"
+        m = re.match(r"duckflock http listening on (\S+)", line)
+        if m and uri:
+            # The HTTP gateway's base URL rides along on the process object.
+            proc.http_url = f"http://{m.group(1)}"
             threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-            return proc, f"grpc://{m.group(1)}"
+            return proc, uri
     raise RuntimeError("server exited before listening")
 
 

@@ -1,0 +1,205 @@
+//! The HTTP gateway: the original system's REST API (same paths, bodies and
+//! answer shapes), API docs, health, Prometheus metrics and a status page.
+//! Every endpoint is one or a few `engine::Engine` calls, the same ones the
+//! Flight SQL service makes; nothing here runs SQL itself.
+
+mod admin;
+mod docs;
+mod error;
+mod extract;
+mod json_out;
+mod modify;
+mod query;
+mod results;
+mod status_page;
+mod tables;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures::FutureExt;
+
+use crate::engine::{CallContext, Engine, MonthId};
+pub use error::{ApiError, ApiResult};
+
+/// Largest request body (batch parameter rows).
+const MAX_BODY: usize = 64 << 20;
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// Where Flight SQL listens (named in answers that point there).
+    pub flight_addr: SocketAddr,
+    /// Bytes of JSON one answer may hold.
+    pub result_limit: usize,
+    results: results::ResultStore,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, flight_addr: SocketAddr, result_limit: usize) -> AppState {
+        AppState {
+            engine,
+            flight_addr,
+            result_limit,
+            // Stored results together may hold four answers of the largest
+            // size, and at least 256 MB.
+            results: results::ResultStore::new(result_limit.saturating_mul(4).max(256 << 20)),
+        }
+    }
+}
+
+type Shared = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(admin::root))
+        .route("/health", get(admin::health))
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(status_page::page))
+        .route("/status/data", get(status_page::data))
+        .route("/api/v1/query/async", post(query::query_async))
+        .route("/api/v1/query", post(query::query_stored))
+        .route("/api/v1/query/result/{query_id}", get(query::query_result))
+        .route("/api/v1/modify/async", post(modify::modify_async))
+        .route(
+            "/api/v1/tables",
+            post(tables::create_table).get(tables::list_tables),
+        )
+        .route(
+            "/api/v1/tables/{table_name}/schema",
+            get(tables::table_schema),
+        )
+        .route("/api/v1/nodes", get(admin::nodes))
+        .route("/api/v1/months", get(admin::months))
+        .route("/api/v1/sync", post(admin::sync))
+        .merge(docs::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint (see /docs)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint (see /docs)",
+    )
+}
+
+/// Counts every request (endpoint = the route's path pattern), times it,
+/// and turns a panic in a handler into a 500 JSON error instead of a
+/// dropped connection.
+async fn observe(req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let resp = match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%endpoint, panic = %what, "handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {what}"),
+            )
+            .into_response()
+        }
+    };
+    crate::metrics::get().request("http", &endpoint, resp.status().as_str(), started.elapsed());
+    resp
+}
+
+/// The engine call context of a request: its month and the
+/// read-your-writes token header.
+fn context(headers: &HeaderMap, month: Option<String>) -> CallContext {
+    CallContext {
+        month,
+        token: headers
+            .get(crate::flight::TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..CallContext::default()
+    }
+}
+
+/// The month a request names (body first, then `?month=`), checked.
+fn month_of(body: Option<&str>, query: Option<&str>) -> ApiResult<Option<String>> {
+    match body.or(query) {
+        Some(m) => {
+            let id: MonthId = m.parse().map_err(ApiError::from)?;
+            Ok(Some(id.to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The answer's timestamp (UTC, microseconds).
+fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A JSON answer with the `x-duckflock-token` / `x-duckflock-node` headers.
+fn answer(status: StatusCode, body: Vec<u8>, token: Option<&str>, node: Option<&str>) -> Response {
+    crate::metrics::get().streamed("http", 0, body.len() as u64);
+    let mut resp = (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    for (name, value) in [
+        (crate::flight::TOKEN_HEADER, token),
+        ("x-duckflock-node", node),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+fn json_bytes(v: &impl serde::Serialize) -> ApiResult<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        )
+    })
+}
