@@ -8,6 +8,9 @@
 //! it, measured with the `sync` action) for single-row writes and a 1 M-row
 //! insert.
 //!
+//! The HTTP gateway: point queries as JSON and a 500 K-row JSON answer, next
+//! to the same queries in process.
+//!
 //! Run: `cargo run --release --example load` (options: `--seconds N`,
 //! `--rows N`, `--bulk-rows N`). Prints a Markdown table of figures and ratios.
 
@@ -104,14 +107,21 @@ fn start_server_with(data_dir: &std::path::Path, extra: &[&str]) -> (Server, Str
     use std::io::BufRead;
     let out = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufReader::new(out).lines();
-    let addr = loop {
+    let (mut addr, mut http) = (None, None);
+    while addr.is_none() || http.is_none() {
         let line = lines.next().expect("server output").expect("line");
         if let Some(a) = line.strip_prefix("duckflock flight sql listening on ") {
-            break a.to_string();
+            addr = Some(a.to_string());
         }
-    };
+        if let Some(a) = line.strip_prefix("duckflock http listening on ") {
+            http = Some(a.to_string());
+        }
+    }
     std::thread::spawn(move || for _ in lines {});
-    (Server(child), addr)
+    (
+        Server(child, http.unwrap_or_default()),
+        addr.unwrap_or_default(),
+    )
 }
 
 async fn client(addr: &str) -> FlightSqlServiceClient<Channel> {
@@ -282,14 +292,16 @@ async fn main() {
         n_rows as f64 / best_l / 1e6,
         best_l / best_s
     ));
+    http_gateway(&mut table, &o, &server.1, &local).await;
     drop(server);
     replication(&mut table, &o, tmp.path()).await;
     ingest(&mut table, &o, tmp.path()).await;
     println!("{}", table.join("\n"));
 }
 
-/// A server process, stopped when dropped (also when the bench panics).
-struct Server(Child);
+/// A server process (and its HTTP gateway's address), stopped when dropped
+/// (also when the bench panics).
+struct Server(Child, String);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -573,4 +585,127 @@ async fn ingest(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
         ));
     }
     drop(server);
+}
+
+/// A keep-alive HTTP/1.1 connection for the gateway figures (the bench has
+/// no HTTP client dependency; axum answers with a Content-Length).
+struct HttpConn {
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+}
+
+impl HttpConn {
+    async fn connect(addr: &str) -> HttpConn {
+        let s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("http connect");
+        s.set_nodelay(true).expect("nodelay");
+        HttpConn {
+            stream: tokio::io::BufStream::new(s),
+        }
+    }
+
+    /// POSTs a JSON body; the status and the body of the answer.
+    async fn post(&mut self, path: &str, body: &str) -> (u16, Vec<u8>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).await.expect("write");
+        self.stream.write_all(body.as_bytes()).await.expect("write");
+        self.stream.flush().await.expect("flush");
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().expect("length");
+                }
+            }
+        }
+        let mut out = vec![0; len];
+        self.stream.read_exact(&mut out).await.expect("body");
+        (status, out)
+    }
+}
+
+/// The HTTP gateway next to in-process DuckDB: point queries (1 client) and
+/// one large result as JSON.
+async fn http_gateway(table: &mut Vec<String>, o: &Opts, http: &str, local: &duckdb::Connection) {
+    eprintln!("http gateway ...");
+    let mut conn = HttpConn::connect(http).await;
+    let mut rng = rand::rng();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(o.seconds);
+    let mut lat = Vec::new();
+    while Instant::now() < deadline {
+        let id = rng.random_range(0..o.rows);
+        let body = format!(
+            r#"{{"query": "SELECT v, s FROM points WHERE id = ?", "params": [{id}], "month": "2026-01"}}"#
+        );
+        let t = Instant::now();
+        let (status, _) = conn.post("/api/v1/query/async", &body).await;
+        assert_eq!(status, 200);
+        lat.push(t.elapsed());
+    }
+    let s = stats(lat, start.elapsed());
+    let l = local_point_queries(local, 1, o.seconds, o.rows);
+    table.push(format!(
+        "| HTTP point query (JSON), 1 client: p50 | {:.0} µs | {:.0} µs | {:.1}× |",
+        s.p50_us,
+        l.p50_us,
+        s.p50_us / l.p50_us
+    ));
+    table.push(format!(
+        "| HTTP point query (JSON), 1 client: queries/s | {:.0} | {:.0} | {:.2} |",
+        s.qps,
+        l.qps,
+        s.qps / l.qps
+    ));
+    let rows = 500_000.min(o.bulk_rows);
+    let sql = format!("SELECT * FROM bulk LIMIT {rows}");
+    let (mut best_s, mut best_l, mut bytes) = (f64::MAX, f64::MAX, 0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (status, body) = conn
+            .post(
+                "/api/v1/query/async",
+                &format!(r#"{{"query": "{sql}", "month": "2026-01"}}"#),
+            )
+            .await;
+        assert_eq!(
+            status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+        best_s = best_s.min(t.elapsed().as_secs_f64());
+        bytes = body.len();
+        let t = Instant::now();
+        let mut stmt = local.prepare(&sql).expect("prepare");
+        let n: usize = stmt
+            .stream_arrow([])
+            .expect("stream")
+            .map(|b| b.expect("batch").num_rows())
+            .sum();
+        assert_eq!(n as i64, rows);
+        best_l = best_l.min(t.elapsed().as_secs_f64());
+    }
+    table.push(format!(
+        "| HTTP read {rows} rows as JSON ({:.0} MB) vs DuckDB to Arrow: seconds | {best_s:.2} s | {best_l:.3} s | {:.1}× |",
+        bytes as f64 / 1e6,
+        best_s / best_l
+    ));
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::error::ApiResult;
 use super::extract::{optional_body, Params};
 use super::query::MonthParam;
-use super::{answer, context, json_bytes, month_of, timestamp, Shared};
+use super::{answer, json_bytes, resolve, timestamp, Shared};
 
 /// API info and the endpoint list.
 #[utoipa::path(get, path = "/", tag = "info",
@@ -96,11 +96,7 @@ pub async fn nodes(
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
 ) -> ApiResult<Response> {
-    let month = month_of(None, q.month.as_deref())?;
-    let resolved = state
-        .engine
-        .resolve_month(&context(&headers, month))?
-        .to_string();
+    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
     let months = state.engine.node_status(Some(&resolved)).await?;
     let nodes = months.first().map(|m| m.nodes.clone()).unwrap_or_default();
     let body = json!({
@@ -149,11 +145,7 @@ pub async fn sync(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: SyncRequest = optional_body(&body)?;
-    let month = month_of(req.month.as_deref(), q.month.as_deref())?;
-    let resolved = state
-        .engine
-        .resolve_month(&context(&headers, month))?
-        .to_string();
+    let (_, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
     let timeout = Duration::from_secs_f64(req.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0));
     let months = state.engine.sync(Some(&resolved), timeout).await?;
     let body = json!({

@@ -167,6 +167,19 @@ fn month_of(body: Option<&str>, query: Option<&str>) -> ApiResult<Option<String>
     }
 }
 
+/// The call context of a request naming `body` / `query` as its month, and
+/// the month it resolves to (the current month when it names none).
+fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Option<&str>,
+    query: Option<&str>,
+) -> ApiResult<(CallContext, String)> {
+    let ctx = context(headers, month_of(body, query)?);
+    let month = state.engine.resolve_month(&ctx)?.to_string();
+    Ok((ctx, month))
+}
+
 /// The answer's timestamp (UTC, microseconds).
 fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

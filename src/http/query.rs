@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
 use super::json_out::{collect, CollectError, JsonRows, RowShape};
 use super::results::Stored;
-use super::{answer, context, json_bytes, month_of, timestamp, AppState, Shared};
+use super::{answer, context, json_bytes, month_of, resolve, timestamp, AppState, Shared};
 use crate::engine::{CallContext, MonthId, SCRATCH_NODE};
 
 #[derive(Deserialize, ToSchema)]
@@ -358,9 +358,7 @@ pub async fn query_stored(
             "a stored query runs on one month; use /api/v1/query/async for several months",
         ));
     }
-    let month = month_of(req.month.as_deref(), q.month.as_deref())?;
-    let ctx = context(&headers, month);
-    let resolved = state.engine.resolve_month(&ctx)?.to_string();
+    let (ctx, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
     let id = uuid::Uuid::new_v4().to_string();
     state.results.start(&id, &resolved);
     let (task_state, task_id) = (Arc::clone(&state), id.clone());

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
 use super::query::MonthParam;
-use super::{answer, context, json_bytes, month_of, timestamp, Shared};
+use super::{answer, json_bytes, resolve, timestamp, Shared};
 use crate::engine::ColumnSpec;
 
 #[derive(Deserialize, ToSchema)]
@@ -55,9 +55,7 @@ pub async fn create_table(
     Params(q): Params<MonthParam>,
     Body(req): Body<CreateTableRequest>,
 ) -> ApiResult<Response> {
-    let month = month_of(req.month.as_deref(), q.month.as_deref())?;
-    let ctx = context(&headers, month);
-    let resolved = state.engine.resolve_month(&ctx)?.to_string();
+    let (ctx, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
     let columns = req
         .columns
         .into_iter()
@@ -99,11 +97,7 @@ pub async fn list_tables(
     headers: HeaderMap,
     Params(q): Params<TablesParam>,
 ) -> ApiResult<Response> {
-    let month = month_of(None, q.month.as_deref())?;
-    let resolved = state
-        .engine
-        .resolve_month(&context(&headers, month))?
-        .to_string();
+    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
     let tables: Vec<_> = state
         .engine
         .tables(Some(&resolved), false)
@@ -138,11 +132,7 @@ pub async fn table_schema(
     PathParam(table): PathParam,
     Params(q): Params<TablesParam>,
 ) -> ApiResult<Response> {
-    let month = month_of(None, q.month.as_deref())?;
-    let resolved = state
-        .engine
-        .resolve_month(&context(&headers, month))?
-        .to_string();
+    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
     let schema = q.schema.unwrap_or_else(|| "main".into());
     let columns = state
         .engine
