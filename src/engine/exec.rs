@@ -550,27 +550,45 @@ fn collect(stmt: &mut Prepared<'_>, params: &[RecordBatch]) -> EngineResult<Writ
     })
 }
 
-/// Runs a statement for its row count (and the LSN it committed): on the
-/// primary as a captured write, elsewhere as a read.
+/// A write and the generated ids of the rows it inserted.
+pub struct WithIds {
+    pub written: Written,
+    pub ids: Vec<String>,
+}
+
+impl Committed for WithIds {
+    fn lsn(&self) -> Option<u64> {
+        self.written.lsn
+    }
+    fn set_lsn(&mut self, lsn: Option<u64>) {
+        self.written.lsn = lsn;
+    }
+}
+
 /// A single write and the generated ids of the rows it inserted (see
-/// [`capture::inserted_ids`]), at most `limit`.
+/// [`capture::inserted_ids`]), at most `limit`; a write that changed no
+/// row skips the lookup.
 pub fn run_update_with_ids(
     conn: &Conn,
     sql: &str,
     params: &[RecordBatch],
     mode: &Mode,
     limit: usize,
-) -> EngineResult<(Written, Vec<String>)> {
+) -> EngineResult<WithIds> {
     let (log, txn) = mode.primary()?;
-    let mut ids = Vec::new();
-    let w = captured(conn, log, txn, |id| {
-        let w = run_statements(conn, sql, params, id)?;
-        ids = capture::inserted_ids(conn, id, limit)?;
-        Ok(w)
-    })?;
-    Ok((w, ids))
+    captured(conn, log, txn, |id| {
+        let written = run_statements(conn, sql, params, id)?;
+        let ids = if written.changed > 0 {
+            capture::inserted_ids(conn, id, limit)?
+        } else {
+            Vec::new()
+        };
+        Ok(WithIds { written, ids })
+    })
 }
 
+/// Runs a statement for its row count (and the LSN it committed): on the
+/// primary as a captured write, elsewhere as a read.
 pub fn run_update(
     conn: &Conn,
     sql: &str,

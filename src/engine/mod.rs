@@ -607,11 +607,10 @@ impl Engine {
         let owned = sql.to_string();
         let (w, _, token) = self
             .run_to_end(ctx, Some(sql), move |conn, mode| {
-                let (w, ids) = exec::run_update_with_ids(conn, &owned, &params, mode, id_limit)?;
-                Ok(WithIds(w, ids))
+                exec::run_update_with_ids(conn, &owned, &params, mode, id_limit)
             })
             .await?;
-        Ok((w.0.changed, w.1, token))
+        Ok((w.written.changed, w.ids, token))
     }
 
     /// Runs a write to completion on the primary `ctx` routes `sql` to,
@@ -653,18 +652,6 @@ impl Engine {
         .await?;
         let token = token(month.as_deref(), out.lsn());
         Ok((out, node, token))
-    }
-}
-
-/// A write and the ids it generated.
-struct WithIds(exec::Written, Vec<String>);
-
-impl exec::Committed for WithIds {
-    fn lsn(&self) -> Option<u64> {
-        self.0.lsn
-    }
-    fn set_lsn(&mut self, lsn: Option<u64>) {
-        self.0.lsn = lsn;
     }
 }
 

@@ -40,7 +40,6 @@ impl Node {
         })
     }
 
-    /// A dedicated connection (sessions, transactions).
     /// Sets the file's DuckDB `memory_limit` (its share of the budget);
     /// a failure is logged, the previous limit stays.
     pub fn set_memory_limit(&self, bytes: u64) {
@@ -50,6 +49,7 @@ impl Node {
         }
     }
 
+    /// A dedicated connection (sessions, transactions).
     pub fn connect(&self) -> EngineResult<Conn> {
         Ok(self.db.connect()?)
     }

@@ -180,6 +180,19 @@ fn resolve(
     Ok((ctx, month))
 }
 
+/// The parameter row of a single statement (`params`), as Arrow; none for
+/// a missing or empty list.
+fn params_of(
+    params: Option<Vec<serde_json::Value>>,
+) -> ApiResult<Vec<arrow::record_batch::RecordBatch>> {
+    match params {
+        Some(p) if !p.is_empty() => {
+            crate::json_params::params_from_json(&[p]).map_err(ApiError::bad_request)
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// The answer's timestamp (UTC, microseconds).
 fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params};
 use super::query::MonthParam;
-use super::{answer, context, json_bytes, month_of, timestamp, Shared};
+use super::{answer, context, json_bytes, month_of, params_of, timestamp, Shared};
 
 #[derive(Deserialize, ToSchema)]
 pub struct ModifyRequest {
@@ -125,12 +125,7 @@ pub async fn modify_async(
             "\"batch_params\" needs \"is_batch\": true (a single operation takes \"params\")",
         ));
     }
-    let params = match req.params {
-        Some(p) if !p.is_empty() => {
-            crate::json_params::params_from_json(&[p]).map_err(ApiError::bad_request)?
-        }
-        _ => Vec::new(),
-    };
+    let params = params_of(req.params)?;
     let (affected, ids, token) = state
         .engine
         .execute_update_with_ids(&ctx, &sql, params, 2)

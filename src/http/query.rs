@@ -17,7 +17,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
 use super::json_out::{collect, CollectError, JsonRows, RowShape};
 use super::results::Stored;
-use super::{answer, context, json_bytes, month_of, resolve, timestamp, AppState, Shared};
+use super::{
+    answer, context, json_bytes, month_of, params_of, resolve, timestamp, AppState, Shared,
+};
 use crate::engine::{CallContext, MonthId, SCRATCH_NODE};
 
 #[derive(Deserialize, ToSchema)]
@@ -135,15 +137,6 @@ fn node_index(node: &str) -> Option<u64> {
         return None;
     }
     node.rsplit_once("/node_").and_then(|(_, k)| k.parse().ok())
-}
-
-fn params_of(params: Option<Vec<Value>>) -> ApiResult<Vec<arrow::record_batch::RecordBatch>> {
-    match params {
-        Some(p) if !p.is_empty() => {
-            crate::json_params::params_from_json(&[p]).map_err(ApiError::bad_request)
-        }
-        _ => Ok(Vec::new()),
-    }
 }
 
 /// A single-month answer, its token and node.
