@@ -16,11 +16,12 @@ use super::catalog::rows;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA as S;
+use super::visibility;
 
 /// Connection variable holding the transaction id the triggers record.
 const TXN_VAR: &str = "__df_txn";
 /// Prefix of the capture triggers.
-const TRIGGER_PREFIX: &str = "__df_";
+pub(super) const TRIGGER_PREFIX: &str = "__df_";
 
 /// A table image to load after a DDL statement (CTAS, ALTER, rename).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub struct Image {
     pub schema: String,
     pub table: String,
     pub shadow: String,
+    /// Rows in the image (checked by the apply; `None` in change sets
+    /// written before the count was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 /// One step of a change set, in statement order.
@@ -42,7 +47,9 @@ pub enum Op {
         images: Vec<Image>,
     },
     /// Rows of statements `lo..=hi` on one table: delete the old images
-    /// (`del`), then insert the new ones (`ins`).
+    /// (`del`), then insert the new ones (`ins`). `old_rows`/`new_rows` are
+    /// how many images of each kind the primary captured; the apply checks
+    /// them (`None` in change sets written before they were recorded).
     Rows {
         lo: i64,
         hi: i64,
@@ -51,6 +58,10 @@ pub enum Op {
         shadow: String,
         del: bool,
         ins: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        old_rows: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_rows: Option<u64>,
     },
 }
 
@@ -189,21 +200,21 @@ pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
 pub fn catalog_fingerprint(conn: &Conn) -> EngineResult<String> {
     let sql = format!(
         "SELECT CAST(hash(list(x ORDER BY x)) AS VARCHAR) FROM (
-           SELECT 's' || schema_name || coalesce(comment, '') AS x FROM duckdb_schemas()
+           SELECT 's' || schema_name || coalesce(comment, '') AS x FROM system.main.duckdb_schemas()
              WHERE database_name = current_database() AND NOT internal AND schema_name <> '{S}'
            UNION ALL SELECT 't' || schema_name || '.' || table_name || coalesce(sql, '') || coalesce(comment, '')
-             FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
+             FROM system.main.duckdb_tables() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
            UNION ALL SELECT 'v' || schema_name || '.' || view_name || coalesce(sql, '') || coalesce(comment, '')
-             FROM duckdb_views() WHERE database_name = current_database() AND NOT internal AND NOT temporary
+             FROM system.main.duckdb_views() WHERE database_name = current_database() AND NOT internal AND NOT temporary
            UNION ALL SELECT 'i' || schema_name || '.' || index_name || coalesce(sql, '')
-             FROM duckdb_indexes() WHERE database_name = current_database()
+             FROM system.main.duckdb_indexes() WHERE database_name = current_database()
            UNION ALL SELECT 'q' || schema_name || '.' || sequence_name || increment_by || coalesce(comment, '')
-             FROM duckdb_sequences() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
+             FROM system.main.duckdb_sequences() WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
            UNION ALL SELECT 'f' || schema_name || '.' || function_name || coalesce(macro_definition, '') || coalesce(CAST(parameters AS VARCHAR), '')
-             FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal
+             FROM system.main.duckdb_functions() WHERE database_name = current_database() AND NOT internal
                AND function_type IN ('macro', 'table_macro')
            UNION ALL SELECT 'y' || schema_name || '.' || type_name || coalesce(logical_type, '')
-             FROM duckdb_types() WHERE database_name = current_database() AND NOT internal
+             FROM system.main.duckdb_types() WHERE database_name = current_database() AND NOT internal
          )"
     );
     Ok(rows(conn, &sql)?
@@ -220,7 +231,7 @@ fn table_oids(conn: &Conn) -> EngineResult<TableOids> {
     Ok(rows(
         conn,
         &format!(
-            "SELECT schema_name, table_name, CAST(table_oid AS VARCHAR) FROM duckdb_tables()
+            "SELECT schema_name, table_name, CAST(table_oid AS VARCHAR) FROM system.main.duckdb_tables()
              WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'"
         ),
     )?
@@ -241,7 +252,7 @@ fn drop_triggers(conn: &Conn) -> EngineResult<()> {
     let triggers = rows(
         conn,
         &format!(
-            "SELECT trigger_name, schema_name, table_name FROM duckdb_triggers()
+            "SELECT trigger_name, schema_name, table_name FROM system.main.duckdb_triggers()
              WHERE database_name = current_database() AND starts_with(trigger_name, '{TRIGGER_PREFIX}')"
         ),
     )?;
@@ -310,7 +321,7 @@ fn reconcile(
                     string_agg(c.column_name || ' ' || c.data_type, ', ' ORDER BY c.column_index),
                     string_agg('\"' || replace(c.column_name, '\"', '\"\"') || '\" ' || c.data_type, ', '
                                ORDER BY c.column_index)
-             FROM duckdb_tables() t JOIN duckdb_columns() c ON c.table_oid = t.table_oid
+             FROM system.main.duckdb_tables() t JOIN system.main.duckdb_columns() c ON c.table_oid = t.table_oid
              WHERE t.database_name = current_database() AND NOT t.temporary AND t.schema_name <> '{S}'
              GROUP BY ALL ORDER BY 1, 2"
         ),
@@ -341,7 +352,6 @@ fn reconcile(
                 let target = format!("{}.{}", quote(&schema), quote(&table));
                 conn.execute_batch(&format!(
                     "UPDATE {S}.capture SET live = false WHERE live AND tbl_schema = {} AND tbl_name = {};
-                     CREATE TABLE {S}.{shadow} (__txn BIGINT, __stmt BIGINT, __op TINYINT, {columns});
                      INSERT INTO {S}.capture VALUES ({}, {}, {}, {}, true);",
                     literal(&schema),
                     literal(&table),
@@ -350,14 +360,31 @@ fn reconcile(
                     literal(&table),
                     literal(&sig)
                 ))?;
+                conn.execute_batch(&format!(
+                    "CREATE TABLE {S}.{shadow} (__txn BIGINT, __stmt BIGINT, __op TINYINT, {columns})"
+                ))
+                .map_err(|e| undeclarable(&target, &sig, e.into()))?;
                 if images.is_some() {
-                    conn.execute_batch(&format!(
-                        "INSERT INTO {S}.{shadow} SELECT {txn}, {stmt}, 1, * FROM {target}"
-                    ))?;
+                    // An image of a table whose rows this transaction hid
+                    // (DuckDB 2.0.0, see `visibility`) would ship without them.
+                    let (counted, scanned) = visibility::counts(conn, &target)?;
+                    if counted != scanned {
+                        return Err(EngineError::invalid(format!(
+                            "{target} holds {counted} rows but DuckDB's scans return {scanned} in this \
+                             transaction (a DuckDB 2.0.0 defect after an insert of no rows followed by a \
+                             large one): commit the inserts first, then run this statement"
+                        )));
+                    }
+                    let n = conn
+                        .prepare(&format!(
+                            "INSERT INTO {S}.{shadow} SELECT {txn}, {stmt}, 1, * FROM {target}"
+                        ))?
+                        .execute()?;
                     out.push(Image {
                         schema: schema.clone(),
                         table: table.clone(),
                         shadow: shadow.clone(),
+                        rows: Some(n),
                     });
                 }
                 shadow
@@ -375,6 +402,20 @@ fn reconcile(
         }
     }
     Ok(out)
+}
+
+/// The error for a table whose column types DuckDB cannot declare in a
+/// `CREATE TABLE` (the only one today: `AGGREGATE_STATE`, what `EXPORT_STATE`
+/// gives): its row images have nowhere to go, so it is refused rather than
+/// left unreplicated.
+fn undeclarable(target: &str, columns: &str, e: EngineError) -> EngineError {
+    EngineError::invalid(format!(
+        "duckflock cannot replicate {target} ({columns}): {}. Replicas receive the rows each \
+         statement changed through a table of the same column types, and DuckDB cannot declare \
+         one of these types in CREATE TABLE (an aggregate's EXPORT_STATE is AGGREGATE_STATE). \
+         Store finalize(state) instead, or keep the state in a TEMP table.",
+        e.message
+    ))
 }
 
 fn create_triggers(conn: &Conn, schema: &str, table: &str, shadow: &str) -> EngineResult<()> {
@@ -405,18 +446,18 @@ pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet
     let all = shadows(conn)?;
     let mut parts = vec![
         format!(
-            "SELECT 'd' AS k, stmt AS n, sql AS a, images AS b, NULL::BOOLEAN AS del, NULL::BOOLEAN AS ins
+            "SELECT 'd' AS k, stmt AS n, sql AS a, images AS b, NULL::BIGINT AS del, NULL::BIGINT AS ins
              FROM {S}.ddl WHERE txn = {txn}"
         ),
         format!(
-            "SELECT 'q', last_value, schema_name, sequence_name, NULL, NULL FROM duckdb_sequences()
+            "SELECT 'q', last_value, schema_name, sequence_name, NULL, NULL FROM system.main.duckdb_sequences()
              WHERE database_name = current_database() AND NOT temporary
                AND schema_name <> '{S}' AND last_value IS NOT NULL"
         ),
     ];
     for (shadow, _, _) in &all {
         parts.push(format!(
-            "SELECT 'r', __stmt, {}, NULL, bool_or(__op < 0), bool_or(__op > 0)
+            "SELECT 'r', __stmt, {}, NULL, count(*) FILTER (WHERE __op < 0), count(*) FILTER (WHERE __op > 0)
              FROM {S}.{} WHERE __txn = {txn} GROUP BY __stmt",
             literal(shadow),
             quote(shadow)
@@ -455,14 +496,17 @@ pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet
         let Some((_, schema, table)) = all.iter().find(|(s, _, _)| *s == shadow) else {
             continue;
         };
+        let (old_rows, new_rows) = (int(&r, 4).max(0) as u64, int(&r, 5).max(0) as u64);
         ops.push(Op::Rows {
             lo: stmt,
             hi: stmt,
             schema: schema.clone(),
             table: table.clone(),
             shadow,
-            del: cell(&r, 4) == "true",
-            ins: cell(&r, 5) == "true",
+            del: old_rows > 0,
+            ins: new_rows > 0,
+            old_rows: Some(old_rows),
+            new_rows: Some(new_rows),
         });
     }
     ops.sort_by_key(|op| match op {
@@ -485,6 +529,7 @@ fn merge_inserts(ops: Vec<Op>) -> Vec<Op> {
                 shadow: prev,
                 del: false,
                 ins: true,
+                new_rows,
                 ..
             }),
             Op::Rows {
@@ -492,12 +537,14 @@ fn merge_inserts(ops: Vec<Op>) -> Vec<Op> {
                 shadow,
                 del: false,
                 ins: true,
+                new_rows: next_rows,
                 ..
             },
         ) = (out.last_mut(), &op)
         {
             if prev == shadow {
                 *hi = *next_hi;
+                *new_rows = (*new_rows).zip(*next_rows).map(|(a, b)| a + b);
                 continue;
             }
         }
@@ -514,7 +561,7 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
         let cs = collect(conn, txn, log)?;
         if cs.ops.is_empty() && cs.seqs.is_empty() {
             conn.execute_batch("COMMIT")?;
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
         let json = serde_json::to_string(&cs)
             .map_err(|e| EngineError::internal(format!("change set: {e}")))?;
@@ -525,16 +572,50 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
             literal(&json)
         ))?;
         conn.execute_batch("COMMIT")?;
-        for p in cs.seqs {
+        for p in &cs.seqs {
             let e = state.shipped_seqs.entry(p.key()).or_insert(p.last);
             *e = (*e).max(p.last);
         }
         log.committed(&mut state, lsn);
-        Ok(Some(lsn))
+        Ok((Some(lsn), large_appends(&cs)))
     })();
-    if out.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+    match out {
+        Ok((lsn, large)) => {
+            // Committed: a failing check is only logged (and retried).
+            match visibility::repair(conn, &large) {
+                Ok(left) => log.still_hiding(left),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check appended tables");
+                    log.still_hiding(large);
+                }
+            }
+            Ok(lsn)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
+}
+
+/// The tables (quoted names) a change set appended a row group or more to:
+/// the appends DuckDB 2.0.0 can hide ([`visibility`]).
+pub fn large_appends(cs: &ChangeSet) -> Vec<String> {
+    let mut out: Vec<String> = cs
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Rows {
+                schema,
+                table,
+                new_rows: Some(n),
+                ..
+            } if *n >= visibility::ROW_GROUP => Some(format!("{}.{}", quote(schema), quote(table))),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -602,7 +683,7 @@ pub fn inserted_ids(conn: &Conn, txn: u64, limit: usize) -> EngineResult<Vec<Str
         conn,
         &format!(
             "SELECT c.shadow, col.column_name FROM {S}.capture c
-             JOIN duckdb_columns() col
+             JOIN system.main.duckdb_columns() col
                ON col.database_name = current_database() AND col.schema_name = c.tbl_schema
               AND col.table_name = c.tbl_name
              WHERE c.live AND starts_with(col.column_default, 'nextval(')

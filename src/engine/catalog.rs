@@ -43,12 +43,12 @@ pub fn columns(conn: &Conn, schema: &str, table: &str) -> EngineResult<Vec<Colum
     }
     let sql = format!(
         "SELECT c.column_name, c.data_type, c.is_nullable, \
-                EXISTS (SELECT 1 FROM duckdb_constraints() k \
+                EXISTS (SELECT 1 FROM system.main.duckdb_constraints() k \
                          WHERE k.database_name = c.database_name AND k.schema_name = c.schema_name \
                            AND k.table_name = c.table_name AND k.constraint_type = 'PRIMARY KEY' \
                            AND list_contains(k.constraint_column_names, c.column_name)), \
                 c.column_default \
-           FROM duckdb_columns() c \
+           FROM system.main.duckdb_columns() c \
           WHERE c.database_name = current_database() AND c.schema_name = {} AND c.table_name = {} \
           ORDER BY c.column_index",
         literal(schema),
@@ -86,6 +86,14 @@ pub struct ForeignKey {
     pub fk_name: Option<String>,
 }
 
+/// DuckDB's own catalog function `name` by its qualified name. User
+/// connections see filtered temp macros under the plain names (the
+/// server's bookkeeping hidden, see [`super::hidden`]); the server's own SQL
+/// must see everything.
+pub(super) fn sys(name: &str) -> String {
+    format!("system.main.{name}()")
+}
+
 /// Runs an internal query and returns every cell as an optional string.
 pub(super) fn rows(conn: &Conn, sql: &str) -> EngineResult<Vec<Vec<Option<String>>>> {
     let mut res = conn.query(sql)?;
@@ -120,18 +128,19 @@ pub fn quote_ident(s: &str) -> String {
 pub fn keywords(void: &Arc<Node>) -> EngineResult<Vec<String>> {
     let mut lease = void.lease()?;
     lease.with(|c| {
-        Ok(
-            rows(c, "SELECT keyword_name FROM duckdb_keywords() ORDER BY 1")?
-                .iter()
-                .map(|r| cell(r, 0))
-                .collect(),
-        )
+        Ok(rows(
+            c,
+            "SELECT keyword_name FROM system.main.duckdb_keywords() ORDER BY 1",
+        )?
+        .iter()
+        .map(|r| cell(r, 0))
+        .collect())
     })
 }
 
 pub fn schemas(conn: &Conn) -> EngineResult<Vec<String>> {
     let sql = format!(
-        "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database() \
+        "SELECT schema_name FROM system.main.duckdb_schemas() WHERE database_name = current_database() \
          AND schema_name NOT IN ('information_schema', 'pg_catalog', '{INTERNAL_SCHEMA}') ORDER BY 1"
     );
     Ok(rows(conn, &sql)?.iter().map(|r| cell(r, 0)).collect())
@@ -139,10 +148,10 @@ pub fn schemas(conn: &Conn) -> EngineResult<Vec<String>> {
 
 pub fn tables(conn: &Conn, catalog: &str, include_schema: bool) -> EngineResult<Vec<TableInfo>> {
     let sql = format!(
-        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() \
+        "SELECT schema_name, table_name, 'TABLE' FROM system.main.duckdb_tables() \
            WHERE database_name = current_database() AND NOT internal AND schema_name <> '{INTERNAL_SCHEMA}' \
          UNION ALL \
-         SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() \
+         SELECT schema_name, view_name, 'VIEW' FROM system.main.duckdb_views() \
            WHERE database_name = current_database() AND NOT internal AND schema_name <> '{INTERNAL_SCHEMA}' \
          ORDER BY 1, 2"
     );
@@ -175,7 +184,7 @@ pub fn primary_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<PrimaryKey>>
     let sql = format!(
         "SELECT schema_name, table_name, unnest(constraint_column_names), \
                 generate_subscripts(constraint_column_names, 1), constraint_name \
-         FROM duckdb_constraints() WHERE database_name = current_database() \
+         FROM system.main.duckdb_constraints() WHERE database_name = current_database() \
            AND constraint_type = 'PRIMARY KEY' AND schema_name <> '{INTERNAL_SCHEMA}' ORDER BY 1, 2, 4"
     );
     Ok(rows(conn, &sql)?
@@ -195,7 +204,7 @@ pub fn foreign_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<ForeignKey>>
     let sql = format!(
         "SELECT schema_name, table_name, unnest(constraint_column_names), referenced_table, \
                 unnest(referenced_column_names), generate_subscripts(constraint_column_names, 1), constraint_name \
-         FROM duckdb_constraints() WHERE database_name = current_database() \
+         FROM system.main.duckdb_constraints() WHERE database_name = current_database() \
            AND constraint_type = 'FOREIGN KEY' AND schema_name <> '{INTERNAL_SCHEMA}' ORDER BY 1, 2, 6"
     );
     Ok(rows(conn, &sql)?

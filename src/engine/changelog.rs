@@ -3,7 +3,7 @@
 //! transaction-id counter, and recent commit times for lag in milliseconds.
 //! The durable side is the `__duckflock.changes` table in `node_0.db`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +33,10 @@ pub struct ChangeLog {
     pruned: AtomicU64,
     /// Woken whenever a replica applied something (read-your-writes, sync).
     pub applied: tokio::sync::Notify,
+    /// Tables of the primary whose scans still miss rows after a commit
+    /// (DuckDB 2.0.0's defect, see `visibility`): the janitor checkpoints
+    /// and checks them again.
+    hiding: Mutex<BTreeSet<String>>,
 }
 
 impl ChangeLog {
@@ -50,7 +54,22 @@ impl ChangeLog {
             stopped: AtomicBool::new(false),
             pruned: AtomicU64::new(0),
             applied: tokio::sync::Notify::new(),
+            hiding: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Records tables of the primary that still hide rows.
+    pub fn still_hiding(&self, tables: Vec<String>) {
+        if !tables.is_empty() {
+            self.hiding.lock().extend(tables);
+        }
+    }
+
+    /// Takes the tables to check again.
+    pub fn take_hiding(&self) -> Vec<String> {
+        std::mem::take(&mut *self.hiding.lock())
+            .into_iter()
+            .collect()
     }
 
     /// A fresh id for a write transaction on the primary.
