@@ -82,7 +82,7 @@ impl IngestTarget {
         let r = rows(
             conn,
             &format!(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = {db}
+                "SELECT count(*) FROM system.main.duckdb_tables() WHERE database_name = {db}
                    AND lower(schema_name) = lower({}) AND lower(table_name) = lower({})",
                 literal(schema),
                 literal(&self.table)

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use crate::duck::{Conn, Database, DbOptions};
 
 use super::error::EngineResult;
+use super::hidden;
 
 /// How many idle connections a node keeps for reuse.
 const MAX_IDLE: usize = 32;
@@ -32,7 +33,7 @@ impl Node {
     pub fn lease(self: &Arc<Self>) -> EngineResult<Lease> {
         let conn = match self.idle.lock().pop() {
             Some(c) => c,
-            None => self.db.connect()?,
+            None => self.connect()?,
         };
         Ok(Lease::Pooled {
             conn: Some(conn),
@@ -49,9 +50,13 @@ impl Node {
         }
     }
 
-    /// A dedicated connection (sessions, transactions).
+    /// A dedicated connection (sessions, transactions). Like every
+    /// connection handed out, its catalog functions hide the server's
+    /// bookkeeping ([`hidden`]).
     pub fn connect(&self) -> EngineResult<Conn> {
-        Ok(self.db.connect()?)
+        let conn = self.db.connect()?;
+        hidden::install(&conn)?;
+        Ok(conn)
     }
 
     /// Closes the pooled idle connections.

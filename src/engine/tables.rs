@@ -70,7 +70,7 @@ pub(super) fn check_columns(columns: &[ColumnSpec]) -> EngineResult<()> {
         conn.execute_batch(&sql).map_err(|e| bad(&e.message))?;
         let n = rows(
             &conn,
-            &format!("SELECT count(*) FROM duckdb_columns() WHERE table_name = 't{i}'"),
+            &format!("SELECT count(*) FROM system.main.duckdb_columns() WHERE table_name = 't{i}'"),
         )?;
         if n.first()
             .and_then(|r| r.first().cloned().flatten())
@@ -100,8 +100,8 @@ pub(super) fn create(
     let key = rows(
         conn,
         &format!(
-            "SELECT c.column_name FROM duckdb_constraints() k
-               JOIN duckdb_columns() c ON c.table_oid = k.table_oid
+            "SELECT c.column_name FROM system.main.duckdb_constraints() k
+               JOIN system.main.duckdb_columns() c ON c.table_oid = k.table_oid
                 AND c.column_name = k.constraint_column_names[1]
              WHERE k.database_name = current_database() AND k.schema_name = {s} AND k.table_name = {t}
                AND k.constraint_type = 'PRIMARY KEY' AND len(k.constraint_column_names) = 1
