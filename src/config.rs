@@ -114,6 +114,13 @@ pub struct ServeArgs {
     /// [default: false: every read sees the writes committed before it].
     #[arg(long, env = "DUCKFLOCK_STALE_READS", num_args = 0..=1, default_missing_value = "true")]
     pub stale_reads: Option<bool>,
+    /// Seconds between the janitor's verification passes: every replica of
+    /// every open month is compared with its primary (row count and an
+    /// order-independent content hash per table, and the catalog, at one
+    /// LSN); a replica that differs is marked failed and rebuilt. 0 = never
+    /// (the `verify_replicas` action still runs on demand) [default: 1800].
+    #[arg(long, env = "DUCKFLOCK_VERIFY_INTERVAL")]
+    pub verify_interval: Option<u64>,
     /// Fault injection for tests: every replica waits this many
     /// milliseconds before applying each batch of change sets, so replicas
     /// visibly lag the primary [default: 0].
@@ -142,6 +149,8 @@ pub struct ServeConfig {
     pub replicas: usize,
     pub stale_reads: bool,
     pub apply_delay: std::time::Duration,
+    /// Time between verification passes (`None`: off).
+    pub verify_interval: Option<std::time::Duration>,
     pub insecure: bool,
 }
 
@@ -204,6 +213,14 @@ impl ServeArgs {
             apply_delay: std::time::Duration::from_millis(
                 self.apply_delay_ms.or(file.apply_delay_ms).unwrap_or(0),
             ),
+            verify_interval: match self
+                .verify_interval
+                .or(file.verify_interval)
+                .unwrap_or(1800)
+            {
+                0 => None,
+                s => Some(std::time::Duration::from_secs(s)),
+            },
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
         };
         for addr in [cfg.flight_addr, cfg.http_addr] {

@@ -57,6 +57,10 @@ pub struct Metrics {
     lag_seconds: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     memory_bytes: Family<NodeLabels, Gauge>,
     size_bytes: Family<NodeLabels, Gauge>,
+    healthy: Family<NodeLabels, Gauge>,
+    verified_lsn: Family<NodeLabels, Gauge>,
+    verify_mismatches: Family<NodeLabels, Gauge>,
+    apply_failures: Family<NodeLabels, Gauge>,
     sessions: Gauge,
     transactions: Gauge,
     recent: Mutex<Window>,
@@ -133,6 +137,30 @@ impl Metrics {
             "Size of a node's database file and WAL",
             size_bytes.clone(),
         );
+        let healthy = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "node_healthy",
+            "1 when a node serves (a replica: healthy and applying), else 0",
+            healthy.clone(),
+        );
+        let verified_lsn = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "replica_verified_lsn",
+            "LSN of a replica's last verification against its primary",
+            verified_lsn.clone(),
+        );
+        let verify_mismatches = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "replica_verify_mismatches",
+            "Verifications since start that found the replica different from its primary (each rebuilt it)",
+            verify_mismatches.clone(),
+        );
+        let apply_failures = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "replica_apply_failures",
+            "Apply batches since start that failed, a self-check included (each rebuilt the replica)",
+            apply_failures.clone(),
+        );
         let sessions = Gauge::default();
         registry.register(
             "open_sessions",
@@ -157,6 +185,10 @@ impl Metrics {
             lag_seconds,
             memory_bytes,
             size_bytes,
+            healthy,
+            verified_lsn,
+            verify_mismatches,
+            apply_failures,
             sessions,
             transactions,
             recent: Mutex::new(Window::default()),
@@ -208,6 +240,10 @@ impl Metrics {
             &self.lag_lsn,
             &self.memory_bytes,
             &self.size_bytes,
+            &self.healthy,
+            &self.verified_lsn,
+            &self.verify_mismatches,
+            &self.apply_failures,
         ] {
             f.clear();
         }
@@ -233,6 +269,18 @@ impl Metrics {
                 }
                 if let Some(v) = n.memory_usage_bytes {
                     self.memory_bytes.get_or_create(&l).set(v as i64);
+                }
+                self.healthy.get_or_create(&l).set(n.healthy as i64);
+                if n.role == "replica" {
+                    if let Some(v) = &n.verified {
+                        self.verified_lsn.get_or_create(&l).set(v.lsn as i64);
+                    }
+                    self.verify_mismatches
+                        .get_or_create(&l)
+                        .set(n.mismatches as i64);
+                    self.apply_failures
+                        .get_or_create(&l)
+                        .set(n.apply_failures as i64);
                 }
             }
         }

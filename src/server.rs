@@ -25,6 +25,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         replicas: cfg.replicas,
         stale_reads: cfg.stale_reads,
         apply_delay: cfg.apply_delay,
+        verify_interval: cfg.verify_interval,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();

@@ -2,6 +2,7 @@
 //! nodes (applied LSN, lag, health), sync and replica repair.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,8 @@ use super::error::{EngineError, EngineResult, ErrorClass};
 use super::month::MonthId;
 use super::months::Month;
 use super::node::Node;
-use super::replica::Health;
+use super::replica::{Health, Verified};
+use super::visibility;
 use super::{blocking, Engine};
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +38,13 @@ pub struct NodeStatus {
     pub memory_limit: Option<String>,
     /// Bytes DuckDB's buffer manager holds for this file now.
     pub memory_usage_bytes: Option<u64>,
+    /// The replica's last verification against the primary.
+    pub verified: Option<Verified>,
+    /// Since the server started: verifications that found this replica
+    /// different from the primary, and batches whose apply failed (a
+    /// self-check or an error); each one rebuilt the replica.
+    pub mismatches: u64,
+    pub apply_failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +78,7 @@ fn memory(node: &Node) -> Option<(String, Option<u64>)> {
     let conn = node.connect().ok()?;
     let r = rows(
         &conn,
-        "SELECT current_setting('memory_limit'), (SELECT sum(memory_usage_bytes) FROM duckdb_memory())::UBIGINT",
+        "SELECT current_setting('memory_limit'), (SELECT sum(memory_usage_bytes) FROM system.main.duckdb_memory())::UBIGINT",
     )
     .ok()?;
     let r = r.into_iter().next()?;
@@ -102,6 +111,9 @@ fn status_of(
                     error: None,
                     memory_limit: None,
                     memory_usage_bytes: None,
+                    verified: None,
+                    mismatches: 0,
+                    apply_failures: 0,
                 }
             })
             .collect();
@@ -129,6 +141,9 @@ fn status_of(
         size_bytes: file_size(&m.primary_path),
         memory_limit: primary_limit,
         memory_usage_bytes: primary_used.flatten(),
+        verified: None,
+        mismatches: 0,
+        apply_failures: 0,
     }];
     for r in &m.replicas {
         let applied = r.applied();
@@ -156,6 +171,9 @@ fn status_of(
             size_bytes: file_size(&r.path),
             memory_limit: limit,
             memory_usage_bytes: used.flatten(),
+            verified: r.verified.lock().clone(),
+            mismatches: r.mismatches.load(Ordering::SeqCst),
+            apply_failures: r.apply_failures.load(Ordering::SeqCst),
         });
     }
     MonthStatus {
@@ -175,6 +193,9 @@ pub struct HealthReport {
     pub months: usize,
     pub open_months: usize,
     pub problems: Vec<String>,
+    /// Verifications that found a replica different from its primary since
+    /// the server started (each rebuilt that replica).
+    pub verify_mismatches: u64,
 }
 
 /// Creates and removes a file in `dir`: whether new files can be written
@@ -204,6 +225,7 @@ impl Engine {
                 problems.push(e);
             }
             let open = me.months.open_months();
+            let mut mismatches = 0;
             for m in &open {
                 if memory(m.primary()).is_none() {
                     problems.push(format!("{}: the primary does not answer", m.id));
@@ -214,9 +236,19 @@ impl Engine {
                     }
                 }
                 for r in &m.replicas {
+                    mismatches += r.mismatches.load(Ordering::SeqCst);
                     if r.health() == Health::Failed {
                         let why = r.last_error.lock().clone().unwrap_or_default();
                         problems.push(format!("{}/node_{}: not syncing: {why}", m.id, r.index));
+                    } else if let Some(v) = r.verified.lock().as_ref().filter(|v| v.result == "mismatch") {
+                        // Rebuilt since, and verified again within moments.
+                        problems.push(format!(
+                            "{}/node_{}: verification at LSN {} found it different from the primary ({}); rebuilt, awaiting the next verification",
+                            m.id,
+                            r.index,
+                            v.lsn,
+                            v.detail.clone().unwrap_or_default()
+                        ));
                     }
                 }
             }
@@ -225,6 +257,7 @@ impl Engine {
                 months: me.months.ids().len(),
                 open_months: open.len(),
                 problems,
+                verify_mismatches: mismatches,
             })
         })
         .await;
@@ -233,6 +266,7 @@ impl Engine {
             months: 0,
             open_months: 0,
             problems: vec![e.message],
+            verify_mismatches: 0,
         })
     }
 
@@ -345,6 +379,26 @@ impl Engine {
         })?;
         r.request_rebuild();
         Ok(())
+    }
+
+    /// Checkpoints primaries whose tables still hide rows after a commit
+    /// (DuckDB 2.0.0, see `visibility`) and checks them again (janitor).
+    pub(super) fn repair_hidden_rows(&self) {
+        for m in self.months.open_months() {
+            let tables = m.log.take_hiding();
+            if tables.is_empty() {
+                continue;
+            }
+            let left = m
+                .primary()
+                .lease()
+                .and_then(|mut l| l.with(|c| visibility::repair(c, &tables)))
+                .unwrap_or(tables);
+            if !left.is_empty() {
+                tracing::warn!(month = %m.id, tables = ?left, "tables still hide rows (DuckDB 2.0.0); checkpointing again soon");
+            }
+            m.log.still_hiding(left);
+        }
     }
 
     /// Drops log entries every live replica has applied (janitor).

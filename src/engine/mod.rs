@@ -16,6 +16,7 @@ mod cross_month;
 mod deadline;
 mod error;
 mod exec;
+mod hidden;
 mod ingest;
 mod month;
 mod months;
@@ -25,6 +26,8 @@ mod replica;
 mod sessions;
 mod state;
 mod tables;
+mod verify;
+mod visibility;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,7 +48,9 @@ pub use exec::{BatchError, BatchReport};
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
+pub use replica::Verified;
 pub use tables::{ColumnSpec, TableCreated};
+pub use verify::{ReplicaCheck, VerifyReport};
 
 use crate::duck::DbOptions;
 use classify::classify;
@@ -76,6 +81,8 @@ pub struct EngineConfig {
     pub stale_reads: bool,
     /// Fault injection: replicas wait this long before each batch.
     pub apply_delay: Duration,
+    /// Time between the janitor's verification passes (`None`: off).
+    pub verify_interval: Option<Duration>,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -169,6 +176,10 @@ pub struct Engine {
     state: State,
     timeouts: Timeouts,
     keywords: Vec<String>,
+    /// Held while replicas are verified (one verification at a time).
+    verifying: Mutex<()>,
+    /// When the janitor last started a verification pass.
+    last_verify: Mutex<Instant>,
 }
 
 /// Results started but not yet fetched, at most (see [`Engine::park`]).
@@ -209,6 +220,8 @@ impl Engine {
                 ..Timeouts::default()
             },
             keywords,
+            verifying: Mutex::new(()),
+            last_verify: Mutex::new(Instant::now()),
         }))
     }
 
@@ -236,10 +249,15 @@ impl Engine {
                 let idle = engine.cfg.month_idle_timeout;
                 let me = Arc::clone(&engine);
                 let _ = tokio::task::spawn_blocking(move || {
+                    me.repair_hidden_rows();
                     me.prune_logs();
                     me.months.close_idle(idle)
                 })
                 .await;
+                // Verification can take a while: not awaited, so expiry and
+                // pruning go on (it skips a pass while one is running).
+                let me = Arc::clone(&engine);
+                tokio::task::spawn_blocking(move || me.verify_if_due());
             }
         });
     }

@@ -48,6 +48,29 @@ pub struct Replica {
     pub last_error: Mutex<Option<String>>,
     /// Set by `resync_replica`: rebuild at the next opportunity.
     rebuild: AtomicBool,
+    /// The applier applies nothing after this LSN (`u64::MAX`: no limit);
+    /// the verifier holds a replica at the LSN it checks.
+    hold: AtomicU64,
+    /// The last verification of this replica against its primary.
+    pub verified: Mutex<Option<Verified>>,
+    /// Verifications that found this replica different from its primary,
+    /// and batches whose apply failed (a self-check or an error), since the
+    /// server started.
+    pub mismatches: AtomicU64,
+    pub apply_failures: AtomicU64,
+}
+
+/// The outcome of one verification of a replica.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verified {
+    /// When it ran (RFC 3339, UTC).
+    pub at: String,
+    /// The LSN both sides were compared at.
+    pub lsn: u64,
+    /// `ok`, `mismatch` or `not_checked`.
+    pub result: &'static str,
+    /// What differed, or why the replica was not checked.
+    pub detail: Option<String>,
 }
 
 impl Replica {
@@ -60,7 +83,26 @@ impl Replica {
             health: AtomicU8::new(Health::Starting as u8),
             last_error: Mutex::new(None),
             rebuild: AtomicBool::new(false),
+            hold: AtomicU64::new(u64::MAX),
+            verified: Mutex::new(None),
+            mismatches: AtomicU64::new(0),
+            apply_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Stops the applier after `lsn` (see [`Replica::release`]).
+    pub fn hold_at(&self, lsn: u64) {
+        self.hold.store(lsn, Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.hold.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Marks the replica failed (its applier rebuilds it) with the reason.
+    pub fn fail(&self, why: String) {
+        *self.last_error.lock() = Some(why);
+        self.set_health(Health::Failed);
     }
 
     pub fn health(&self) -> Health {
@@ -133,11 +175,16 @@ fn applier(
                 backoff = Duration::from_millis(100);
                 log.applied.notify_waiters();
             }
+            Ok(false) if replica.applied() >= replica.hold.load(Ordering::SeqCst) => {
+                // Held by the verifier, which releases it within moments.
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Ok(false) => {
                 log.wait_past(replica.applied(), Duration::from_millis(500));
             }
             Err(e) => {
                 tracing::warn!(replica = %replica.path.display(), error = %e, "replica failed; it will be rebuilt");
+                replica.apply_failures.fetch_add(1, Ordering::SeqCst);
                 *replica.last_error.lock() = Some(e.message.clone());
                 replica.set_health(Health::Failed);
                 log.applied.notify_waiters();
@@ -170,7 +217,8 @@ fn step(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResu
         r.set_health(Health::Healthy);
         return Ok(true);
     }
-    if r.applied() >= log.last_lsn() {
+    let upto = r.hold.load(Ordering::SeqCst);
+    if r.applied() >= log.last_lsn().min(upto) {
         return Ok(false);
     }
     let node = r
@@ -179,7 +227,7 @@ fn step(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResu
     let mut please = m.primary().lease()?;
     let mut rlease = node.lease()?;
     let applied = r.applied();
-    let last = please.with(|p| rlease.with(|c| apply::apply_batch(p, c, applied)))?;
+    let last = please.with(|p| rlease.with(|c| apply::apply_batch(p, c, applied, upto)))?;
     r.applied.store(last, Ordering::SeqCst);
     Ok(last > applied)
 }

@@ -46,6 +46,10 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
             "JSON {\"sql\": \"INSERT ... VALUES (?, ?)\", \"params\": [[1, \"a\"], ...], \"month\": \"YYYY-MM\"} -> runs the statement once per parameter row, each row in its own transaction; {\"total\", \"succeeded\", \"failed\", \"affected_rows\", \"errors\": [{\"index\", \"error\"}]}",
         ),
         a(
+            "verify_replicas",
+            "JSON {\"month\": \"YYYY-MM\"} (optional: every open month) -> compares every replica with its primary at one LSN (per table a row count and a content hash, and the catalog); a replica that differs is marked failed and rebuilt; per month {\"lsn\", \"ok\", \"replicas\": [{\"node\", \"result\", \"detail\", \"differences\"}]}",
+        ),
+        a(
             "resync_replica",
             "JSON {\"month\": \"YYYY-MM\", \"node\": 3} -> rebuilds that replica from a copy of the primary (in the background; sync waits for it)",
         ),
@@ -102,6 +106,14 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": status }))
+        }
+        "verify_replicas" => {
+            let body: MonthBody = json_body(&action.body)?;
+            let reports = engine
+                .verify_replicas(body.month.as_deref())
+                .await
+                .map_err(to_status)?;
+            json_result(&serde_json::json!({ "months": reports }))
         }
         "resync_replica" => {
             let body: ResyncBody = json_body(&action.body)?;

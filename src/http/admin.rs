@@ -42,6 +42,7 @@ pub async fn root(State(state): Shared) -> ApiResult<Response> {
             "nodes": "GET /api/v1/nodes",
             "months": "GET /api/v1/months",
             "sync": "POST /api/v1/sync",
+            "verify": "POST /api/v1/verify",
         },
         "timestamp": timestamp(),
     });
@@ -65,6 +66,7 @@ pub async fn health(State(state): Shared) -> ApiResult<Response> {
         "months": report.months,
         "open_months": report.open_months,
         "problems": report.problems,
+        "verify_mismatches": report.verify_mismatches,
         "timestamp": timestamp(),
     });
     Ok(answer(status, json_bytes(&body)?, None, None))
@@ -151,6 +153,38 @@ pub async fn sync(
     let body = json!({
         "status": "success",
         "month": resolved,
+        "months": months,
+        "timestamp": timestamp(),
+    });
+    Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
+}
+
+#[derive(Deserialize, Default, ToSchema)]
+pub struct VerifyRequest {
+    /// `YYYY-MM` [default: every open month].
+    month: Option<String>,
+}
+
+/// Compares every replica of the month (or of every open month) with its
+/// primary at one LSN: per table the row count and an order-independent
+/// content hash, and the catalog. A replica that differs is marked failed
+/// and rebuilt from the primary.
+#[utoipa::path(post, path = "/api/v1/verify", tag = "nodes",
+    request_body(content = VerifyRequest, description = "optional"),
+    params(("month" = Option<String>, Query, description = "YYYY-MM [default: every open month]")),
+    responses((status = 200, description = "`{status: \"success\" | \"mismatch\", months: [{month, lsn, tables, rows, elapsed_ms, ok, replicas: [{node, result: ok|mismatch|not_checked, detail, differences}]}], timestamp}`"),
+              (status = 404, description = "The month does not exist")))]
+pub async fn verify(
+    State(state): Shared,
+    Params(q): Params<MonthParam>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let req: VerifyRequest = optional_body(&body)?;
+    let month = req.month.or(q.month);
+    let months = state.engine.verify_replicas(month.as_deref()).await?;
+    let ok = months.iter().all(|m| m.ok);
+    let body = json!({
+        "status": if ok { "success" } else { "mismatch" },
         "months": months,
         "timestamp": timestamp(),
     });

@@ -34,13 +34,15 @@ use super::{admin, modify, query, tables, AppState};
         admin::nodes,
         admin::months,
         admin::sync,
+        admin::verify,
     ),
     components(schemas(
         query::QueryRequest,
         modify::ModifyRequest,
         tables::CreateTableRequest,
         tables::Column,
-        admin::SyncRequest
+        admin::SyncRequest,
+        admin::VerifyRequest
     ))
 )]
 pub struct ApiDoc;

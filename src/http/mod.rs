@@ -79,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/nodes", get(admin::nodes))
         .route("/api/v1/months", get(admin::months))
         .route("/api/v1/sync", post(admin::sync))
+        .route("/api/v1/verify", post(admin::verify))
         .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
