@@ -976,7 +976,10 @@ async fn memory_limit_of(server: &Server, month: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_budget_is_shared_by_open_months_and_idle_months_close() {
-    let server = Server::start(&["--memory-limit", "3GiB", "--month-idle-timeout", "1"]);
+    // Long enough an idle timeout that creating three months (7 replicas
+    // each) on a busy machine does not close the first one before it is
+    // looked at.
+    let server = Server::start(&["--memory-limit", "3GiB", "--month-idle-timeout", "3"]);
     let mut c = server.client().await;
     for m in ["2024-01", "2024-02", "2024-03"] {
         c.set_header("x-duckflock-month", m);
@@ -987,7 +990,7 @@ async fn memory_budget_is_shared_by_open_months_and_idle_months_close() {
     // Three open month files share the budget.
     assert_eq!(memory_limit_of(&server, "2024-01").await, "1.0 GiB");
     // Once idle they close; the one in use then has it all...
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
     assert_eq!(memory_limit_of(&server, "2024-02").await, "3.0 GiB");
     // ...and a closed month reopens on demand with its data.
     c.set_header("x-duckflock-month", "2024-03");

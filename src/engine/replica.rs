@@ -133,8 +133,11 @@ impl Replica {
         self.node.read().clone()
     }
 
+    /// Asks the applier to rebuild the replica; it stops serving reads (and
+    /// `sync` waits for it) from now on, not from when the applier wakes.
     pub fn request_rebuild(&self) {
         self.rebuild.store(true, Ordering::SeqCst);
+        self.set_health(Health::Starting);
     }
 }
 

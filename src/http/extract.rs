@@ -30,10 +30,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("a JSON body is required"));
         }
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+        object(&bytes).map(Body)
     }
+}
+
+/// Parses a body that must be one JSON object (serde would also fill a
+/// struct from a JSON array, positionally).
+fn object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// A JSON body that may be left out (empty: the defaults).
@@ -41,8 +52,7 @@ pub fn optional_body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, A
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    object(bytes)
 }
 
 /// Query-string parameters.

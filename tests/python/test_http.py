@@ -325,7 +325,7 @@ def test_docs_and_openapi_are_served_from_the_binary(gateway):
     assert doc["openapi"].startswith("3.")
     for path in ["/api/v1/query/async", "/api/v1/query", "/api/v1/query/result/{query_id}",
                  "/api/v1/modify/async", "/api/v1/tables", "/api/v1/tables/{table_name}/schema",
-                 "/api/v1/nodes", "/api/v1/months", "/api/v1/sync", "/health", "/metrics", "/"]:
+                 "/api/v1/nodes", "/api/v1/months", "/api/v1/sync", "/api/v1/verify", "/health", "/metrics", "/"]:
         assert path in doc["paths"], path
     assert "QueryRequest" in doc["components"]["schemas"]
     page = api.get("/docs/")
