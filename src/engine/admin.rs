@@ -75,7 +75,7 @@ fn file_size(path: &Path) -> u64 {
 /// The node's `memory_limit` setting and the bytes its buffer manager
 /// holds (`None`: the node does not answer).
 fn memory(node: &Node) -> Option<(String, Option<u64>)> {
-    let conn = node.connect().ok()?;
+    let conn = node.bare().ok()?;
     let r = rows(
         &conn,
         "SELECT current_setting('memory_limit'), (SELECT sum(memory_usage_bytes) FROM system.main.duckdb_memory())::UBIGINT",

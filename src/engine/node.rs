@@ -45,7 +45,7 @@ impl Node {
     /// a failure is logged, the previous limit stays.
     pub fn set_memory_limit(&self, bytes: u64) {
         let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(bytes));
-        if let Err(e) = self.connect().and_then(|c| Ok(c.execute_batch(&sql)?)) {
+        if let Err(e) = self.bare().and_then(|c| Ok(c.execute_batch(&sql)?)) {
             tracing::warn!(error = %e, "could not set memory_limit");
         }
     }
@@ -57,6 +57,13 @@ impl Node {
         let conn = self.db.connect()?;
         hidden::install(&conn)?;
         Ok(conn)
+    }
+
+    /// A connection for the server's own queries only (status, settings,
+    /// verification): without the catalog filters of [`hidden`], which
+    /// would cost a few statements each time.
+    pub fn bare(&self) -> EngineResult<Conn> {
+        Ok(self.db.connect()?)
     }
 
     /// Closes the pooled idle connections.

@@ -247,7 +247,7 @@ fn pin_replica(r: &Replica, lsn: u64) -> Result<Conn, String> {
         return Err(format!("rebuilt at LSN {} during the check", r.applied()));
     }
     let node = r.serving().ok_or("not serving")?;
-    let conn = node.connect().map_err(|e| e.message)?;
+    let conn = node.bare().map_err(|e| e.message)?;
     match pin(&conn) {
         Ok(Some(at)) if at == lsn => Ok(conn),
         Ok(at) => Err(format!("its file is at LSN {at:?}, not {lsn}")),
@@ -262,7 +262,7 @@ fn now() -> String {
 /// Verifies every replica of one open month (blocking).
 fn verify_month(m: &Month) -> EngineResult<VerifyReport> {
     let started = Instant::now();
-    let pconn = m.primary().connect()?;
+    let pconn = m.primary().bare()?;
     let holds = Holds(&m.replicas);
     let lsn = {
         let state = m.log.lock();
