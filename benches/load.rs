@@ -11,6 +11,11 @@
 //! The HTTP gateway: point queries as JSON and a 500 K-row JSON answer, next
 //! to the same queries in process.
 //!
+//! Verification: `verify_replicas` over the 8 node files of the loaded
+//! month (seconds per GB of node files), next to in-process DuckDB computing
+//! the same digest of one copy eight times; sync lag of 1 M-row keyed and
+//! keyless DELETEs and UPDATEs with 7 replicas.
+//!
 //! Run: `cargo run --release --example load` (options: `--seconds N`,
 //! `--rows N`, `--bulk-rows N`). Prints a Markdown table of figures and ratios.
 
@@ -28,6 +33,17 @@ struct Opts {
     seconds: f64,
     rows: i64,
     bulk_rows: i64,
+    /// `--only reads,http,verify,replication,ingest`: the parts to run
+    /// (default: all).
+    only: Option<Vec<String>>,
+}
+
+impl Opts {
+    fn runs(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|parts| parts.iter().any(|p| p == part))
+    }
 }
 
 fn opts() -> Opts {
@@ -44,6 +60,11 @@ fn opts() -> Opts {
         seconds: get("--seconds", 5.0),
         rows: get("--rows", 1_000_000.0) as i64,
         bulk_rows: get("--bulk-rows", 6_000_000.0) as i64,
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.split(',').map(str::to_string).collect()),
     }
 }
 
@@ -229,7 +250,7 @@ async fn main() {
         "| workload | duckflock | in-process DuckDB | ratio |".to_string(),
         "|---|---|---|---|".to_string(),
     ];
-    for clients in [1usize, 8] {
+    for clients in [1usize, 8].into_iter().filter(|_| o.runs("reads")) {
         let s = server_point_queries(&addr, clients, o.seconds, o.rows).await;
         let l = local_point_queries(&local, clients, o.seconds, o.rows);
         table.push(format!(
@@ -257,6 +278,9 @@ async fn main() {
     let mut best_l = f64::MAX;
     let mut n_rows = 0;
     for _ in 0..3 {
+        if !o.runs("reads") {
+            break;
+        }
         let t = Instant::now();
         let info = c
             .execute("SELECT * FROM bulk".into(), None)
@@ -282,20 +306,31 @@ async fn main() {
         assert_eq!(n, n_rows);
         best_l = best_l.min(t.elapsed().as_secs_f64());
     }
-    table.push(format!(
-        "| bulk read {n_rows} rows to Arrow: seconds | {best_s:.2} s | {best_l:.2} s | {:.1}× |",
-        best_s / best_l
-    ));
-    table.push(format!(
-        "| bulk read: rows/s | {:.1} M | {:.1} M | {:.2} |",
-        n_rows as f64 / best_s / 1e6,
-        n_rows as f64 / best_l / 1e6,
-        best_l / best_s
-    ));
-    http_gateway(&mut table, &o, &server.1, &local).await;
+    if o.runs("reads") {
+        table.push(format!(
+            "| bulk read {n_rows} rows to Arrow: seconds | {best_s:.2} s | {best_l:.2} s | {:.1}× |",
+            best_s / best_l
+        ));
+        table.push(format!(
+            "| bulk read: rows/s | {:.1} M | {:.1} M | {:.2} |",
+            n_rows as f64 / best_s / 1e6,
+            n_rows as f64 / best_l / 1e6,
+            best_l / best_s
+        ));
+    }
+    if o.runs("http") {
+        http_gateway(&mut table, &o, &server.1, &local).await;
+    }
+    if o.runs("verify") {
+        verification(&mut table, &mut c, &local, tmp.path()).await;
+    }
     drop(server);
-    replication(&mut table, &o, tmp.path()).await;
-    ingest(&mut table, &o, tmp.path()).await;
+    if o.runs("replication") {
+        replication(&mut table, &o, tmp.path()).await;
+    }
+    if o.runs("ingest") {
+        ingest(&mut table, &o, tmp.path()).await;
+    }
     println!("{}", table.join("\n"));
 }
 
@@ -315,6 +350,65 @@ fn stop(server: &mut Child) {
         .arg(server.id().to_string())
         .status();
     let _ = server.wait();
+}
+
+/// A JSON admin action's answer.
+async fn action(
+    c: &mut FlightSqlServiceClient<Channel>,
+    name: &str,
+    body: &str,
+) -> serde_json::Value {
+    let action = arrow_flight::Action {
+        r#type: name.into(),
+        body: body.as_bytes().to_vec().into(),
+    };
+    let mut s = c.do_action(action).await.expect(name);
+    let msg = s.message().await.expect(name).expect("answer");
+    serde_json::from_slice(&msg.body).expect("json")
+}
+
+/// `verify_replicas` of the loaded month next to the same digest computed
+/// in process, per GB of node files.
+async fn verification(
+    table: &mut Vec<String>,
+    c: &mut FlightSqlServiceClient<Channel>,
+    local: &duckdb::Connection,
+    dir: &std::path::Path,
+) {
+    eprintln!("verification ...");
+    let month = dir.join("data").join("2026-01");
+    let bytes: u64 = std::fs::read_dir(&month)
+        .expect("month dir")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let t = Instant::now();
+        let v = action(c, "verify_replicas", r#"{"month": "2026-01"}"#).await;
+        best = best.min(t.elapsed().as_secs_f64());
+        assert_eq!(v["months"][0]["ok"], serde_json::json!(true), "{v}");
+    }
+    let t = Instant::now();
+    for _ in 0..8 {
+        for name in ["points", "bulk"] {
+            local
+                .query_row(
+                    &format!("SELECT count(*), sum(hash(*COLUMNS(*)))::VARCHAR FROM {name}"),
+                    [],
+                    |r| r.get::<_, String>(1),
+                )
+                .expect("digest");
+        }
+    }
+    let l = t.elapsed().as_secs_f64();
+    let gb = bytes as f64 / 1e9;
+    table.push(format!(
+        "| verify_replicas, 8 nodes, {gb:.2} GB of node files: seconds ({:.1} s/GB) | {best:.2} s | {l:.2} s | {:.1}× |",
+        best / gb,
+        best / l
+    ));
 }
 
 async fn sync(c: &mut FlightSqlServiceClient<Channel>) {
@@ -453,6 +547,49 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
                 w.as_secs_f64(),
                 l.as_secs_f64()
             ));
+            // Large deletes and updates (old images matched by key, or as
+            // a multiset for the keyless table).
+            c.execute_update(
+                "CREATE TABLE bag AS SELECT range % 100000 AS g, range * 0.5 AS v FROM range(2000000)"
+                    .into(),
+                None,
+            )
+            .await
+            .expect("bag");
+            sync(&mut c).await;
+            for (what, sql) in [
+                (
+                    "UPDATE 1 M rows, keyed",
+                    format!(
+                        "UPDATE w SET v = v + 1 WHERE id >= {} AND id < {}",
+                        17i64 << 48,
+                        18i64 << 48
+                    ),
+                ),
+                (
+                    "DELETE 1 M rows, keyed",
+                    format!("DELETE FROM w WHERE id >= {}", 18i64 << 48),
+                ),
+                (
+                    "UPDATE 1 M rows, keyless",
+                    "UPDATE bag SET v = -v WHERE g < 50000".to_string(),
+                ),
+                (
+                    "DELETE 1 M rows, keyless",
+                    "DELETE FROM bag WHERE g >= 50000".to_string(),
+                ),
+            ] {
+                let t = Instant::now();
+                c.execute_update(sql, None).await.expect(what);
+                let write = t.elapsed();
+                let t0 = Instant::now();
+                sync(&mut c).await;
+                table.push(format!(
+                    "| {what}, 7 replicas: write / sync lag | {:.2} s / {:.2} s | | |",
+                    write.as_secs_f64(),
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
         }
         drop(server);
         results.push((replicas, per));
