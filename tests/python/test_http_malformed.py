@@ -114,6 +114,8 @@ def test_bodies_that_are_not_json_objects(api, path, body):
 @settings_
 @given(path=st.sampled_from(sorted(POSTS)), body=not_objects)
 def test_json_that_is_not_an_object(api, path, body):
+    if path in ("/api/v1/sync", "/api/v1/verify") and body is None:
+        return  # no body at all: these take an empty body
     assert_client_error(api.post(path, body))
 
 
