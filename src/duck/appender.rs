@@ -233,7 +233,7 @@ pub fn copy_rows(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
     use std::sync::Arc;
 
@@ -244,7 +244,8 @@ mod tests {
     /// order-preserving insert path.
     const BIG: u64 = 300_000;
 
-    fn db() -> Arc<Database> {
+    /// An in-memory database with 4 threads (shared by the `duck` tests).
+    pub(in crate::duck) fn db() -> Arc<Database> {
         Database::open(
             Path::new(":memory:"),
             &DbOptions {
@@ -255,7 +256,8 @@ mod tests {
         .unwrap()
     }
 
-    fn scalar(conn: &Conn, sql: &str) -> Option<String> {
+    /// The first column of the first row, as text.
+    pub(in crate::duck) fn scalar(conn: &Conn, sql: &str) -> Option<String> {
         let mut res = conn.query(sql).unwrap();
         let batch = res.next_batch().unwrap()?;
         let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();

@@ -301,30 +301,10 @@ impl Conn {
 /// without that.)
 #[cfg(test)]
 mod bundled_engine_tests {
-    use super::*;
-    use crate::duck::Conn;
+    use crate::duck::appender::tests::{db, scalar};
 
     /// More than one row group (122,880 rows).
     const BIG: u64 = 300_000;
-
-    fn db() -> Arc<Database> {
-        Database::open(
-            Path::new(":memory:"),
-            &DbOptions {
-                threads: Some(4),
-                ..DbOptions::default()
-            },
-        )
-        .unwrap()
-    }
-
-    fn scalar(conn: &Conn, sql: &str) -> Option<String> {
-        let mut res = conn.query(sql).unwrap();
-        let batch = res.next_batch().unwrap()?;
-        let col = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-        let col = arrow::array::AsArray::as_string::<i32>(&col);
-        arrow::array::Array::is_valid(col, 0).then(|| col.value(0).to_string())
-    }
 
     /// An UPDATE of an indexed table (run as delete + insert) whose rows
     /// cross a row group of the transaction's local storage: 2.0.0 loses
