@@ -270,10 +270,17 @@ fn drop_triggers(conn: &Conn) -> EngineResult<()> {
 /// Records a DDL statement that changed the catalog: new and reshaped tables
 /// get a fresh shadow and a full image, and every table gets its triggers
 /// back.
+///
+/// A `CREATE` that made tables (`creates`) does not ship its own text:
+/// `CREATE TABLE … AS SELECT` may read files, temp tables, variables,
+/// `now()` or `random()`, none of which a replica has or would give the same
+/// answer. The replicas get the column-list definition DuckDB keeps in its
+/// catalog (constraints and defaults included) and the rows as the image.
 pub fn after_ddl(
     conn: &Conn,
     txn: u64,
     sql: &str,
+    creates: bool,
     changed: bool,
     before: &TableOids,
 ) -> EngineResult<()> {
@@ -288,15 +295,44 @@ pub fn after_ddl(
     // A table replaced by an identical definition leaves the fingerprint
     // alone but has new rows: it ships too.
     if changed || !images.is_empty() {
+        let shipped = match creates && !replaced.is_empty() {
+            true => definitions(conn, &replaced)?,
+            false => sql.to_string(),
+        };
         let images = serde_json::to_string(&images)
             .map_err(|e| EngineError::internal(format!("images: {e}")))?;
         conn.execute_batch(&format!(
             "INSERT INTO {S}.ddl VALUES ({txn}, {stmt}, {}, {})",
-            literal(sql),
+            literal(&shipped),
             literal(&images)
         ))?;
     }
     Ok(())
+}
+
+/// `CREATE OR REPLACE TABLE` statements for `tables` from DuckDB's catalog
+/// (`duckdb_tables().sql`, its own rendering of each definition).
+fn definitions(conn: &Conn, tables: &[(String, String)]) -> EngineResult<String> {
+    let mut out = Vec::new();
+    for (schema, table) in tables {
+        let r = rows(
+            conn,
+            &format!(
+                "SELECT sql FROM system.main.duckdb_tables()
+                 WHERE database_name = current_database() AND schema_name = {} AND table_name = {}",
+                literal(schema),
+                literal(table)
+            ),
+        )?;
+        let sql = r.first().map(|r| cell(r, 0)).unwrap_or_default();
+        let body = sql.strip_prefix("CREATE TABLE ").ok_or_else(|| {
+            EngineError::internal(format!(
+                "unexpected catalog definition of {schema}.{table}: {sql}"
+            ))
+        })?;
+        out.push(format!("CREATE OR REPLACE TABLE {body}"));
+    }
+    Ok(out.join("\n"))
 }
 
 fn next_stmt(conn: &Conn) -> EngineResult<i64> {

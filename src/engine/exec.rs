@@ -455,17 +455,20 @@ pub(super) fn captured<T: Committed>(
 /// Runs one DDL statement (`run`) in captured transaction `txn` so that
 /// replicas replay `sql`: capture triggers are lifted around it, and new or
 /// reshaped tables are imaged.
+/// `creates`: the statement is a `CREATE` (DuckDB's statement type), whose
+/// new tables ship as catalog definitions plus images, not as `sql`.
 pub(super) fn ddl<T>(
     conn: &Conn,
     txn: u64,
     sql: &str,
+    creates: bool,
     run: impl FnOnce() -> EngineResult<T>,
 ) -> EngineResult<T> {
     let before = capture::catalog_fingerprint(conn)?;
     let oids = capture::before_ddl(conn)?;
     let out = run()?;
     let after = capture::catalog_fingerprint(conn)?;
-    capture::after_ddl(conn, txn, sql, before != after, &oids)?;
+    capture::after_ddl(conn, txn, sql, creates, before != after, &oids)?;
     Ok(out)
 }
 
@@ -507,7 +510,8 @@ fn run_statements(
             if !params.is_empty() {
                 return Err(EngineError::invalid("DDL takes no parameters"));
             }
-            let mut w = ddl(conn, txn, sql, || collect(&mut stmt, &[]))?;
+            let creates = st == StatementType::Create;
+            let mut w = ddl(conn, txn, sql, creates, || collect(&mut stmt, &[]))?;
             w.changed = 0;
             return Ok(w);
         }

@@ -143,7 +143,7 @@ pub(super) fn run(
             if target.temporary {
                 conn.execute_batch(&sql)?;
             } else {
-                ddl(conn, id, &sql, || Ok(conn.execute_batch(&sql)?))?;
+                ddl(conn, id, &sql, false, || Ok(conn.execute_batch(&sql)?))?;
             }
         }
         let mut ins = ArrowInserter::new(conn, &name, schema)?;

@@ -96,7 +96,7 @@ pub(super) fn create(
     let name = format!("{}.{}", quote(schema), quote(table));
     let cols: Vec<String> = columns.iter().map(column_sql).collect();
     let sql = format!("CREATE TABLE {name} ({})", cols.join(", "));
-    ddl(conn, txn, &sql, || Ok(conn.execute_batch(&sql)?))?;
+    ddl(conn, txn, &sql, false, || Ok(conn.execute_batch(&sql)?))?;
     let key = rows(
         conn,
         &format!(
@@ -118,7 +118,7 @@ pub(super) fn create(
     let seq = format!("{table}_{column}_seq");
     let seq_name = format!("{}.{}", quote(schema), quote(&seq));
     let create_seq = format!("CREATE SEQUENCE {seq_name}");
-    ddl(conn, txn, &create_seq, || {
+    ddl(conn, txn, &create_seq, false, || {
         Ok(conn.execute_batch(&create_seq)?)
     })?;
     let set_default = format!(
@@ -126,7 +126,7 @@ pub(super) fn create(
         quote(&column),
         literal(&seq_name)
     );
-    ddl(conn, txn, &set_default, || {
+    ddl(conn, txn, &set_default, false, || {
         Ok(conn.execute_batch(&set_default)?)
     })?;
     Ok(Some(column))
