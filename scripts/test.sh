@@ -5,16 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# One persistent target dir outside the clone: DuckDB is compiled once.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/duckflock/target}"
-mkdir -p "$CARGO_TARGET_DIR"
+# The same target dir `cargo run --release -- serve` builds into (cargo's
+# own ./target unless CARGO_TARGET_DIR is set; .ci/run sets it to a
+# persistent cache), so DuckDB is compiled once for both README commands.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$target_dir"
 
 # The vendored DuckDB (vendor/README.md): cargo judges a path dependency by
 # file times, which a fresh clone sets to now. When the target dir was built
 # from identical vendored files (same hash), give them their old times back
 # so DuckDB is not compiled again.
 vendor_sum=$(find vendor/libduckdb-sys -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
-vendor_stamp="$CARGO_TARGET_DIR/.vendor-$vendor_sum"
+vendor_stamp="$target_dir/.vendor-$vendor_sum"
 if [ -e "$vendor_stamp" ]; then
   find vendor/libduckdb-sys -exec touch -h -d '2026-01-01 00:00:00' {} +
 fi
@@ -42,7 +44,7 @@ if [ ! -x "$venv/bin/pytest" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
 fi
-export DUCKFLOCK_BIN="$CARGO_TARGET_DIR/release/duckflock"
+export DUCKFLOCK_BIN="$target_dir/release/duckflock"
 
 echo "== client examples (clients/)"
 "$venv/bin/python" clients/run_examples.py

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send a CSV, Parquet, JSON or xlsx file to a running server (bulk
     /// ingest), with a progress bar.
     Load(LoadArgs),
@@ -129,6 +129,21 @@ pub struct ServeArgs {
     /// Allow a non-loopback listen address without authentication.
     #[arg(long, env = "DUCKFLOCK_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     pub insecure: Option<bool>,
+    /// A directory SQL may read files from in place (`read_csv`,
+    /// `read_parquet`, `read_json`, `read_xlsx`, globs, `'file.parquet'`);
+    /// repeatable. Relative paths in SQL are relative to the first one.
+    /// Nothing else on the machine is readable [default: <data-dir>/files].
+    #[arg(long = "files-dir", env = "DUCKFLOCK_FILES_DIR")]
+    #[serde(default)]
+    pub files_dir: Vec<PathBuf>,
+    /// Where exports are written [default: <data-dir>/exports].
+    #[arg(long, env = "DUCKFLOCK_EXPORT_DIR")]
+    pub export_dir: Option<PathBuf>,
+    /// Largest amount of spill data DuckDB may write to the temp directory
+    /// (`<data-dir>/.tmp`), e.g. 20GB [default: DuckDB's, 90% of the free
+    /// disk].
+    #[arg(long, env = "DUCKFLOCK_MAX_TEMP_SIZE")]
+    pub max_temp_size: Option<String>,
 }
 
 /// Fully resolved server settings.
@@ -152,6 +167,12 @@ pub struct ServeConfig {
     /// Time between verification passes (`None`: off).
     pub verify_interval: Option<std::time::Duration>,
     pub insecure: bool,
+    /// Directories SQL may read (at least one; the first is where relative
+    /// paths resolve).
+    pub files_dirs: Vec<PathBuf>,
+    pub export_dir: PathBuf,
+    /// Bytes DuckDB may spill (`None`: DuckDB's default).
+    pub max_temp_size: Option<u64>,
 }
 
 impl ServeArgs {
@@ -169,11 +190,26 @@ impl ServeArgs {
             .timezone
             .or(file.timezone)
             .unwrap_or_else(|| "UTC".into());
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let files_dirs = match (self.files_dir.is_empty(), file.files_dir.is_empty()) {
+            (false, _) => self.files_dir,
+            (true, false) => file.files_dir,
+            (true, true) => vec![data_dir.join("files")],
+        };
         let cfg = ServeConfig {
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            files_dirs,
+            export_dir: self
+                .export_dir
+                .or(file.export_dir)
+                .unwrap_or_else(|| data_dir.join("exports")),
+            max_temp_size: match self.max_temp_size.or(file.max_temp_size) {
+                Some(s) => Some(parse_size(&s)?),
+                None => None,
+            },
+            data_dir,
             flight_addr: self
                 .flight_addr
                 .or(file.flight_addr)
@@ -277,7 +313,7 @@ mod tests {
 
     fn serve_args(cli: Cli) -> ServeArgs {
         match cli.command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             other => panic!("not serve: {other:?}"),
         }
     }

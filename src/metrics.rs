@@ -63,6 +63,8 @@ pub struct Metrics {
     apply_failures: Family<NodeLabels, Gauge>,
     sessions: Gauge,
     transactions: Gauge,
+    http_json: Gauge,
+    http_json_peak: Gauge,
     recent: Mutex<Window>,
 }
 
@@ -173,8 +175,22 @@ impl Metrics {
             "Flight SQL transactions open now",
             transactions.clone(),
         );
+        let http_json = Gauge::default();
+        registry.register(
+            "http_json_bytes",
+            "Bytes of JSON answers the HTTP gateway holds now (all requests together)",
+            http_json.clone(),
+        );
+        let http_json_peak = Gauge::default();
+        registry.register(
+            "http_json_peak_bytes",
+            "Most bytes of JSON answers the HTTP gateway held at once since start",
+            http_json_peak.clone(),
+        );
         Metrics {
             registry,
+            http_json,
+            http_json_peak,
             requests,
             latency,
             rows,
@@ -221,6 +237,12 @@ impl Metrics {
         if bytes > 0 {
             self.bytes.get_or_create(&l).inc_by(bytes);
         }
+    }
+
+    /// The HTTP gateway's JSON budget in use now and at its peak.
+    pub fn http_json(&self, held: usize, peak: usize) {
+        self.http_json.set(held as i64);
+        self.http_json_peak.set(peak as i64);
     }
 
     pub fn ingested(&self, rows: u64) {

@@ -6,6 +6,9 @@ use std::time::Duration;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
+use anyhow::Context;
+
+use crate::engine::files::FileAccess;
 use crate::engine::{Engine, EngineConfig};
 use crate::flight::{DuckFlightSql, FlightServiceServer, MetricsLayer, TokenLayer};
 use crate::http::AppState;
@@ -13,8 +16,24 @@ use crate::http::AppState;
 /// How long in-flight calls may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
+    // Both front doors are bound before anything is announced or opened, so
+    // a port in use is one clear error naming it.
+    let flight_listener = listen(cfg.flight_addr)
+        .with_context(|| format!("Flight SQL: cannot listen on {}", cfg.flight_addr))?;
+    let http_listener = listen(cfg.http_addr)
+        .with_context(|| format!("HTTP gateway: cannot listen on {}", cfg.http_addr))?;
+
+    // Every path absolute before the working directory becomes the first
+    // files dir (`engine::files`).
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
+    let files = FileAccess::prepare(&cfg.files_dirs, &cfg.data_dir, &cfg.export_dir)?;
+    files.enter()?;
     let engine_cfg = EngineConfig {
+        files,
+        max_temp_size: cfg.max_temp_size,
         data_dir: cfg.data_dir.clone(),
         memory_budget: cfg.memory_budget,
         month_idle_timeout: cfg.month_idle_timeout,
@@ -32,7 +51,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     // TCP_NODELAY on every accepted socket: small request/response pairs
     // (point queries) must not wait for Nagle/delayed-ACK timers.
-    let incoming = TcpIncoming::bind(cfg.flight_addr)?.with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(flight_listener).with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let service = FlightServiceServer::new(DuckFlightSql::new(Arc::clone(&engine))?)
         .max_decoding_message_size(256 << 20)
@@ -41,7 +60,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     println!("duckflock flight sql listening on {addr}");
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), months = engine.months().len(), "serving");
 
-    let http_listener = tokio::net::TcpListener::bind(cfg.http_addr).await?;
     let http_addr = http_listener.local_addr()?;
     println!("duckflock http listening on {http_addr}");
     tracing::info!(%http_addr, "http gateway");
@@ -76,6 +94,19 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     engine.shutdown().await;
     tracing::info!("checkpointed; bye");
     Ok(())
+}
+
+/// A listening socket as tokio's own `bind` makes it (SO_REUSEADDR, so a
+/// restart does not wait for TIME_WAIT).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn shutdown_signal() {

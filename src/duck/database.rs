@@ -19,10 +19,64 @@ pub struct DbOptions {
     pub memory_limit: Option<String>,
     /// DuckDB `threads`.
     pub threads: Option<usize>,
-    /// Where DuckDB spills when a query exceeds `memory_limit`.
+    /// Where DuckDB spills when a query exceeds `memory_limit`. DuckDB lets
+    /// a database's SQL read its own spill directory, so each node file
+    /// gets one of its own (`DbOptions::spill_dir`).
     pub temp_directory: Option<String>,
     /// Open read-only (the scratch database for months that do not exist yet).
     pub read_only: bool,
+    /// DuckDB `max_temp_directory_size`.
+    pub max_temp_size: Option<String>,
+    /// Directories SQL may read files from (DuckDB `allowed_directories`,
+    /// a list literal), and where relative paths resolve
+    /// (`file_search_path`). Without them no file outside the database's
+    /// own can be read.
+    pub files: Option<FilesSetting>,
+}
+
+impl DbOptions {
+    /// These options with the spill directory `<temp_directory>/<sub>`.
+    pub fn spill_dir(&self, sub: &str) -> DbOptions {
+        DbOptions {
+            temp_directory: self
+                .temp_directory
+                .as_ref()
+                .map(|t| format!("{}/{sub}", t.trim_end_matches('/'))),
+            ..self.clone()
+        }
+    }
+}
+
+/// The files sandbox as DuckDB settings.
+#[derive(Debug, Clone)]
+pub struct FilesSetting {
+    pub allowed_directories: String,
+    pub file_search_path: String,
+}
+
+/// Locks the database's settings before anyone else can use it: with a
+/// files sandbox, the directories SQL may read (before external access is
+/// switched off: DuckDB refuses to change them after), then nothing a
+/// statement runs may change a setting again (SQL `SET` is refused by the
+/// engine anyway; this also covers what DuckDB runs on its own) except the
+/// two budgets the engine rebalances.
+fn sandbox(conn: &Conn, files: Option<&FilesSetting>) -> DuckResult<()> {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut sql = String::new();
+    if let Some(f) = files {
+        sql.push_str(&format!(
+            "SET GLOBAL allowed_directories = {};
+             SET GLOBAL file_search_path = {};
+             SET GLOBAL enable_external_access = false;",
+            f.allowed_directories,
+            quote(&f.file_search_path)
+        ));
+    }
+    sql.push_str(
+        "SET GLOBAL allowed_configs = ['memory_limit', 'max_temp_directory_size'];
+         SET GLOBAL lock_configuration = true;",
+    );
+    conn.execute_batch(&sql)
 }
 
 /// An open DuckDB database. Opened exactly once per file; connections are
@@ -47,8 +101,12 @@ impl Database {
             &DbOptions {
                 memory_limit: Some("64MB".into()),
                 threads: Some(1),
-                temp_directory: None,
+                // No spilling (an in-memory database would spill into the
+                // working directory, a files dir).
+                temp_directory: Some(String::new()),
                 read_only: false,
+                max_temp_size: None,
+                files: None,
             },
         )
     }
@@ -73,15 +131,31 @@ impl Database {
             settings.push(("threads", t.to_string()));
         }
         if let Some(d) = &opts.temp_directory {
+            // DuckDB creates only the last component of the spill directory.
+            if let Some(parent) = Path::new(d).parent().filter(|_| !d.is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    DuckError::new(
+                        DuckErrorKind::Io,
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
+            }
             settings.push(("temp_directory", d.clone()));
+        }
+        if let Some(m) = &opts.max_temp_size {
+            settings.push(("max_temp_directory_size", m.clone()));
         }
         if opts.read_only {
             settings.push(("access_mode", "READ_ONLY".into()));
         }
-        // SQL may not touch the filesystem (read_csv('/etc/passwd'), COPY,
-        // ATTACH, glob): the database's own files and its temp directory
-        // stay usable. A files sandbox can later allow chosen directories.
-        settings.push(("enable_external_access", "false".into()));
+        // Without a files sandbox SQL may not touch the filesystem at all
+        // (read_csv('/etc/passwd'), COPY, ATTACH, glob); the database's own
+        // files and its temp directory stay usable. With one, external
+        // access is switched off after the open (`sandbox`): DuckDB 2.0
+        // refuses allowed_directories in the open's config.
+        if opts.files.is_none() {
+            settings.push(("enable_external_access", "false".into()));
+        }
         // DuckDB 2.0.0 corrupts its heap when a join's bloom filter is
         // pushed into the scan of a table this transaction has deleted from
         // and appended to (the replica apply does exactly that; so can a
@@ -125,7 +199,14 @@ impl Database {
             }
             return Err(DuckError::from_message(format!("{path_str}: {msg}")));
         }
-        Ok(Arc::new(Database { raw }))
+        let db = Arc::new(Database { raw });
+        let conn = db.connect()?;
+        // Table functions live in the database's system catalog: one
+        // registration serves every connection.
+        super::xlsx::register(&conn, db.raw)?;
+        sandbox(&conn, opts.files.as_ref())
+            .map_err(|e| DuckError::new(e.kind, format!("{path_str}: {}", e.message)))?;
+        Ok(db)
     }
 
     /// A new connection to this database.

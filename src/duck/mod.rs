@@ -11,11 +11,13 @@ mod database;
 mod error;
 mod params;
 mod result;
+mod sheet;
 mod statement;
+mod xlsx;
 
 pub use appender::{copy_rows, Appender, Chunk};
 pub use arrow_in::{sql_types, ArrowInserter};
-pub use database::{Conn, Database, DbOptions, InterruptHandle};
+pub use database::{Conn, Database, DbOptions, FilesSetting, InterruptHandle};
 pub use error::{DuckError, DuckErrorKind};
 pub use params::bind_row;
 pub use result::QueryResult;

@@ -33,9 +33,15 @@ pub fn classify(t: StatementType) -> StatementKind {
         Set | VariableSet => {
             StatementKind::Forbidden("changing server settings with SET/RESET is not allowed")
         }
-        Copy | CopyDatabase | Export => {
-            StatementKind::Forbidden("COPY/EXPORT is not allowed through SQL")
-        }
+        // DuckDB's allowed_directories cannot tell reads from writes: a
+        // COPY … TO could overwrite the files users query in place.
+        Copy | CopyDatabase | Export => StatementKind::Forbidden(
+            "COPY/EXPORT is not allowed through SQL (it could write into the files dirs, \
+             which SQL may only read): write a query's result with the `export` action \
+             (Flight SQL DoAction, or POST /api/v1/export) into the export dir; read files \
+             in place with read_csv/read_parquet/read_json/read_xlsx or FROM 'file', and \
+             load them with CREATE TABLE … AS or INSERT … SELECT FROM read_…",
+        ),
         Prepare | Execute => StatementKind::Forbidden(
             "SQL PREPARE/EXECUTE is not allowed: use Flight SQL prepared statements",
         ),

@@ -54,6 +54,9 @@ impl From<DuckError> for EngineError {
     fn from(e: DuckError) -> Self {
         use DuckErrorKind::*;
         let class = match e.kind {
+            // A table function's refusal to open a file (read_xlsx) comes
+            // back from DuckDB as a binder error carrying the sandbox's.
+            Binder if e.message.contains("Permission Error: ") => ErrorClass::PermissionDenied,
             Parser | Binder | Conversion | InvalidInput | NotImplemented => {
                 ErrorClass::InvalidArgument
             }

@@ -16,8 +16,11 @@ mod cross_month;
 mod deadline;
 mod error;
 mod exec;
+mod export;
+pub mod files;
 mod hidden;
 mod ingest;
+mod lending;
 mod month;
 mod months;
 mod node;
@@ -45,6 +48,7 @@ pub use classify::StatementKind;
 pub use error::{EngineError, EngineResult, ErrorClass};
 use exec::Mode;
 pub use exec::{BatchError, BatchReport};
+pub use export::{ExportFormat, Exported};
 pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
@@ -52,7 +56,7 @@ pub use replica::Verified;
 pub use tables::{ColumnSpec, TableCreated};
 pub use verify::{ReplicaCheck, VerifyReport};
 
-use crate::duck::DbOptions;
+use crate::duck::{DbOptions, FilesSetting};
 use classify::classify;
 use deadline::Deadline;
 use months::MonthRegistry;
@@ -83,6 +87,10 @@ pub struct EngineConfig {
     pub apply_delay: Duration,
     /// Time between the janitor's verification passes (`None`: off).
     pub verify_interval: Option<Duration>,
+    /// The directories SQL may read files from.
+    pub files: files::FileAccess,
+    /// Bytes of spill space for all open files (`None`: DuckDB's default).
+    pub max_temp_size: Option<u64>,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -195,16 +203,30 @@ async fn blocking<T: Send + 'static>(
 
 impl Engine {
     pub fn open(cfg: EngineConfig) -> EngineResult<Arc<Engine>> {
+        // Spill files of this process only: whatever an earlier process left
+        // behind (a crash) is removed before any database opens.
+        let temp_dir = cfg.data_dir.join(".tmp");
+        if temp_dir.exists() {
+            std::fs::remove_dir_all(&temp_dir).map_err(|e| {
+                EngineError::internal(format!("cannot clean {}: {e}", temp_dir.display()))
+            })?;
+        }
         let opts = DbOptions {
             memory_limit: None,
             threads: cfg.threads,
-            temp_directory: Some(cfg.data_dir.join(".tmp").to_string_lossy().into_owned()),
+            temp_directory: Some(temp_dir.to_string_lossy().into_owned()),
             read_only: false,
+            max_temp_size: None,
+            files: Some(FilesSetting {
+                allowed_directories: cfg.files.allowed_directories(),
+                file_search_path: cfg.files.first().to_string_lossy().into_owned(),
+            }),
         };
         let months = MonthRegistry::open(
             cfg.data_dir.clone(),
             opts,
             cfg.memory_budget,
+            cfg.max_temp_size,
             cfg.replicas,
             cfg.apply_delay,
         )?;
@@ -225,6 +247,27 @@ impl Engine {
         }))
     }
 
+    /// The memory lender (`lending`): a thread of its own, so lending never
+    /// waits behind the janitor's slower work.
+    fn spawn_lender(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("duckflock-lender".into())
+            .spawn(move || loop {
+                std::thread::sleep(lending::TICK);
+                let Some(engine) = weak.upgrade() else { break };
+                let lent =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.months.lend()));
+                if lent.is_err() {
+                    tracing::error!("memory lender panicked; the even split stays");
+                    break;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the memory lender");
+        }
+    }
+
     /// A deadline for one statement per `--query-timeout` (must be called
     /// on the runtime: it starts a timer task).
     fn deadline(&self) -> Option<Deadline> {
@@ -234,6 +277,7 @@ impl Engine {
     /// Expires idle sessions, transactions, prepared statements and parked
     /// results every few seconds until the engine is dropped.
     pub fn spawn_janitor(self: &Arc<Self>) {
+        self.spawn_lender();
         let weak = Arc::downgrade(self);
         let period = (self.timeouts.session.min(self.cfg.month_idle_timeout) / 2)
             .clamp(Duration::from_millis(200), Duration::from_secs(5));
@@ -264,6 +308,13 @@ impl Engine {
 
     pub fn keywords(&self) -> &[String] {
         &self.keywords
+    }
+
+    /// The files SQL can read in place (`--files-dir`), walked on a
+    /// blocking thread.
+    pub async fn list_files(&self) -> EngineResult<Vec<files::FileEntry>> {
+        let access = self.cfg.files.clone();
+        blocking(move || access.list()).await
     }
 
     pub fn months(&self) -> Vec<MonthId> {
@@ -330,7 +381,7 @@ impl Engine {
                 EngineError::not_found(format!("month {txn_month} does not exist"))
             })?;
             return Ok(Routed {
-                lease: Lease::Shared(conn),
+                lease: Lease::Shared(conn, Arc::clone(m.primary())),
                 mode: Mode::Primary {
                     log: Arc::clone(&m.log),
                     txn: Some(capture_id),
@@ -391,7 +442,7 @@ impl Engine {
             };
             if let Some(conn) = conn {
                 return Ok(Routed {
-                    lease: Lease::Shared(conn),
+                    lease: Lease::Shared(conn, Arc::clone(month_obj.primary())),
                     mode: primary_mode,
                     node: primary,
                     month: Some(month_obj),

@@ -16,6 +16,7 @@ use crate::duck::DbOptions;
 use super::capture;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
+use super::lending;
 use super::month::MonthId;
 use super::node::{memory_setting, Node};
 use super::replica::{self, Replica};
@@ -23,10 +24,6 @@ use super::replica::{self, Replica};
 /// Name of the schema holding the server's bookkeeping inside a node file;
 /// metadata calls hide it.
 pub const INTERNAL_SCHEMA: &str = "__duckflock";
-
-/// Memory of the scratch database that answers reads of months that do not
-/// exist yet (outside the budget of the month files).
-const VOID_MEMORY: &str = "64MB";
 
 pub struct Month {
     pub id: MonthId,
@@ -40,6 +37,8 @@ pub struct Month {
     /// Bytes of memory each of this month's files may use now (its share of
     /// the budget); a replica file opened later takes this value.
     pub memory_share: AtomicU64,
+    /// Its share of `--max-temp-size` (0: not set, DuckDB's default).
+    pub temp_share: AtomicU64,
 }
 
 impl Month {
@@ -103,6 +102,8 @@ pub struct MonthRegistry {
     opts: DbOptions,
     /// Bytes of DuckDB memory shared by all open month files.
     budget: u64,
+    /// Bytes of spill space shared by all open month files (0: unset).
+    temp_budget: u64,
     known: RwLock<BTreeSet<MonthId>>,
     open: Mutex<BTreeMap<MonthId, OpenMonth>>,
     /// Serialises opening, creating and closing, so a file is opened once.
@@ -116,6 +117,7 @@ impl MonthRegistry {
         data_dir: PathBuf,
         opts: DbOptions,
         budget: u64,
+        temp_budget: Option<u64>,
         replicas: usize,
         apply_delay: Duration,
     ) -> EngineResult<Self> {
@@ -125,11 +127,13 @@ impl MonthRegistry {
                 data_dir.display()
             ))
         })?;
+        // The scratch database answers reads of months that do not exist,
+        // files in place among them: it takes part in the budget like a
+        // node file (all of it while no month is open).
         let void_opts = DbOptions {
-            memory_limit: Some(VOID_MEMORY.into()),
-            threads: opts.threads,
-            temp_directory: None,
-            read_only: false,
+            memory_limit: Some(memory_setting(budget)),
+            max_temp_size: temp_budget.map(memory_setting),
+            ..opts.spill_dir("void")
         };
         let void = Node::open(std::path::Path::new(":memory:"), &void_opts)?;
         let mut known = BTreeSet::new();
@@ -150,6 +154,7 @@ impl MonthRegistry {
             apply_delay,
             opts,
             budget,
+            temp_budget: temp_budget.unwrap_or(0),
             known: RwLock::new(known),
             open: Mutex::new(BTreeMap::new()),
             lifecycle: Mutex::new(()),
@@ -194,7 +199,8 @@ impl MonthRegistry {
         }
         let created = !self.exists(id);
         let n_open = self.open.lock().len() as u64 + 1;
-        let month = self.open_month(id, self.budget / (n_open * self.files_per_month()))?;
+        let files = self.slots(n_open as usize);
+        let month = self.open_month(id, self.budget / files, self.temp_budget / files)?;
         self.known.write().insert(id);
         {
             let mut open = self.open.lock();
@@ -215,16 +221,23 @@ impl MonthRegistry {
         1 + self.replicas as u64
     }
 
-    fn open_month(&self, id: MonthId, memory: u64) -> EngineResult<Arc<Month>> {
+    /// The budget's slots with `open` months open: every file of every
+    /// open month, and the scratch database.
+    fn slots(&self, open: usize) -> u64 {
+        open as u64 * self.files_per_month() + 1
+    }
+
+    fn open_month(&self, id: MonthId, memory: u64, temp: u64) -> EngineResult<Arc<Month>> {
         let dir = self.data_dir.join(id.to_string());
         std::fs::create_dir_all(&dir)
             .map_err(|e| EngineError::internal(format!("cannot create {}: {e}", dir.display())))?;
         let opts = DbOptions {
             memory_limit: Some(memory_setting(memory)),
+            max_temp_size: (temp > 0).then(|| memory_setting(temp)),
             ..self.opts.clone()
         };
         let primary_path = dir.join("node_0.db");
-        let primary = Node::open(&primary_path, &opts)?;
+        let primary = Node::open(&primary_path, &opts.spill_dir(&format!("{id}/node_0")))?;
         let (epoch, last_lsn, next_txn) = {
             let mut lease = primary.lease()?;
             lease.with(|c| capture::install(c, &id.to_string()))?
@@ -239,6 +252,7 @@ impl MonthRegistry {
             log: Arc::new(ChangeLog::new(epoch, last_lsn, next_txn)),
             replicas,
             memory_share: AtomicU64::new(memory),
+            temp_share: AtomicU64::new(temp),
         });
         for r in &month.replicas {
             replica::spawn_applier(&month, Arc::clone(r), opts.clone(), self.apply_delay)?;
@@ -248,15 +262,30 @@ impl MonthRegistry {
 
     /// Gives every open month file an equal share of the memory budget.
     fn rebalance(&self, open: &BTreeMap<MonthId, OpenMonth>) {
-        let share = self.budget / (open.len().max(1) as u64 * self.files_per_month());
+        let files = self.slots(open.len());
+        let (share, temp) = (self.budget / files, self.temp_budget / files);
+        self.void.set_memory_limit(share, temp);
         for om in open.values() {
             // Stored before the nodes are visited: a replica placed after
             // this loop reads it (see `replica::place`).
             om.month.memory_share.store(share, Ordering::SeqCst);
+            om.month.temp_share.store(temp, Ordering::SeqCst);
             for node in om.month.open_nodes() {
-                node.set_memory_limit(share);
+                node.set_memory_limit(share, temp);
             }
         }
+    }
+
+    /// Lends the budget to files running long statements, or gives the
+    /// even split back when none does (`lending`).
+    pub fn lend(&self) {
+        let open = self.open.lock();
+        let mut nodes = vec![Arc::clone(&self.void)];
+        nodes.extend(open.values().flat_map(|om| om.month.open_nodes()));
+        let slots = self.slots(open.len());
+        let loads: Vec<lending::Load> = nodes.iter().map(|n| lending::load_of(n)).collect();
+        let targets = lending::targets(&loads, slots, self.budget);
+        lending::apply(&nodes, &targets, self.budget, self.temp_budget);
     }
 
     /// Closes months idle for longer than `idle` that nothing uses. Returns

@@ -2,7 +2,9 @@
 //! connections. A month owns a set of nodes (`node_0` is the primary).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -17,15 +19,60 @@ const MAX_IDLE: usize = 32;
 pub struct Node {
     db: Arc<Database>,
     idle: Mutex<Vec<Conn>>,
+    /// Statements running on the file now, and since when it has been busy
+    /// without a break (`engine::lending` lends memory to long ones).
+    running: AtomicUsize,
+    busy_since: Mutex<Option<Instant>>,
+    /// The `memory_limit` / `max_temp_directory_size` last set (bytes).
+    limit: AtomicU64,
+    temp: AtomicU64,
+}
+
+/// Marks its node busy while alive.
+pub struct Busy<'a>(&'a Node);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.busy_since.lock() = None;
+        }
+    }
 }
 
 impl Node {
     pub fn open(path: &Path, opts: &DbOptions) -> EngineResult<Arc<Node>> {
         let db = Database::open(path, opts)?;
+        let limit = opts.memory_limit.as_deref().and_then(mib).unwrap_or(0);
+        let temp = opts.max_temp_size.as_deref().and_then(mib).unwrap_or(0);
         Ok(Arc::new(Node {
             db,
             idle: Mutex::new(Vec::new()),
+            running: AtomicUsize::new(0),
+            busy_since: Mutex::new(None),
+            limit: AtomicU64::new(limit),
+            temp: AtomicU64::new(temp),
         }))
+    }
+
+    /// Counts a running statement until the guard drops.
+    pub fn busy(&self) -> Busy<'_> {
+        if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.busy_since.lock().get_or_insert_with(Instant::now);
+        }
+        Busy(self)
+    }
+
+    /// How long the file has had statements running without a break.
+    pub fn busy_for(&self) -> Option<Duration> {
+        self.busy_since.lock().map(|t| t.elapsed())
+    }
+
+    /// The `memory_limit` and `max_temp_directory_size` last set.
+    pub fn limits(&self) -> (u64, u64) {
+        (
+            self.limit.load(Ordering::SeqCst),
+            self.temp.load(Ordering::SeqCst),
+        )
     }
 
     /// A connection from the pool (or a new one). Returned to the pool when
@@ -41,13 +88,34 @@ impl Node {
         })
     }
 
-    /// Sets the file's DuckDB `memory_limit` (its share of the budget);
-    /// a failure is logged, the previous limit stays.
-    pub fn set_memory_limit(&self, bytes: u64) {
-        let sql = format!("SET GLOBAL memory_limit = '{}'", memory_setting(bytes));
-        if let Err(e) = self.bare().and_then(|c| Ok(c.execute_batch(&sql)?)) {
+    /// Sets the file's DuckDB `memory_limit` and, when `--max-temp-size`
+    /// is set (`temp` > 0), its `max_temp_directory_size`: its shares of
+    /// the budgets. A failure is logged, the previous limit stays.
+    pub fn set_memory_limit(&self, bytes: u64, temp: u64) {
+        if let Err(e) = self.try_set_limits(bytes, temp) {
             tracing::warn!(error = %e, "could not set memory_limit");
         }
+    }
+
+    /// Sets the limits, or fails (DuckDB refuses to lower `memory_limit`
+    /// below what it cannot evict) leaving the old ones.
+    pub fn try_set_limits(&self, bytes: u64, temp: u64) -> EngineResult<()> {
+        let bytes = bytes.max(MIN_LIMIT);
+        let conn = self.bare()?;
+        conn.execute_batch(&format!(
+            "SET GLOBAL memory_limit = '{}'",
+            memory_setting(bytes)
+        ))?;
+        self.limit.store(bytes, Ordering::SeqCst);
+        if temp > 0 {
+            let temp = temp.max(MIN_LIMIT);
+            conn.execute_batch(&format!(
+                "SET GLOBAL max_temp_directory_size = '{}'",
+                memory_setting(temp)
+            ))?;
+            self.temp.store(temp, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// A dedicated connection (sessions, transactions). Like every
@@ -95,8 +163,12 @@ impl Node {
 /// A connection a request may use: either borrowed from a node's pool or a
 /// session's/transaction's dedicated connection.
 pub enum Lease {
-    Pooled { conn: Option<Conn>, node: Arc<Node> },
-    Shared(Arc<Mutex<Conn>>),
+    Pooled {
+        conn: Option<Conn>,
+        node: Arc<Node>,
+    },
+    /// A session's or transaction's connection, on `node`.
+    Shared(Arc<Mutex<Conn>>, Arc<Node>),
 }
 
 impl Lease {
@@ -107,13 +179,15 @@ impl Lease {
                 if conn.is_none() {
                     *conn = Some(node.connect()?);
                 }
+                let _busy = node.busy();
                 match conn.as_ref() {
                     Some(c) => f(c),
                     None => Err(super::error::EngineError::internal("no connection")),
                 }
             }
-            Lease::Shared(m) => {
+            Lease::Shared(m, node) => {
                 let guard = m.lock();
+                let _busy = node.busy();
                 f(&guard)
             }
         }
@@ -128,6 +202,14 @@ impl Drop for Lease {
             }
         }
     }
+}
+
+/// The smallest limit the engine sets.
+pub(super) const MIN_LIMIT: u64 = 16 << 20;
+
+/// Bytes of a [`memory_setting`] value.
+fn mib(s: &str) -> Option<u64> {
+    s.strip_suffix("MiB")?.parse::<u64>().ok().map(|m| m << 20)
 }
 
 /// A byte count as a DuckDB `memory_limit` value (at least 16 MiB).

@@ -286,7 +286,11 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
 fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>> {
     let opts = DbOptions {
         memory_limit: Some(memory_setting(m.memory_share.load(Ordering::SeqCst))),
-        ..opts.clone()
+        max_temp_size: match m.temp_share.load(Ordering::SeqCst) {
+            0 => opts.max_temp_size.clone(),
+            t => Some(memory_setting(t)),
+        },
+        ..opts.spill_dir(&format!("{}/node_{}", m.id, r.index))
     };
     Node::open(&r.path, &opts)
 }
@@ -297,7 +301,10 @@ fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>
 /// this node or this reads its share.
 fn place(m: &Month, r: &Replica, node: Arc<Node>) {
     *r.node.write() = Some(Arc::clone(&node));
-    node.set_memory_limit(m.memory_share.load(Ordering::SeqCst));
+    node.set_memory_limit(
+        m.memory_share.load(Ordering::SeqCst),
+        m.temp_share.load(Ordering::SeqCst),
+    );
 }
 
 /// Closes the replica's file once no reader holds it.

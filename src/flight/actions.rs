@@ -11,7 +11,7 @@ use tonic::{Response, Status};
 use super::session::*;
 use super::status::to_status;
 use super::BoxStream;
-use crate::engine::{CallContext, Engine, ErrorClass};
+use crate::engine::{CallContext, Engine, ErrorClass, ExportFormat};
 
 type ActionResponse = Result<Response<BoxStream<arrow_flight::Result>>, Status>;
 
@@ -49,6 +49,15 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
             "verify_replicas",
             "JSON {\"month\": \"YYYY-MM\"} (optional: every open month) -> compares every replica with its primary at one LSN (per table a row count and a content hash, and the catalog); a replica that differs is marked failed and rebuilt; per month {\"lsn\", \"ok\", \"replicas\": [{\"node\", \"result\", \"detail\", \"differences\"}]}",
         ),
+        a(
+            "list_files",
+            "JSON {} -> {\"files\": [{\"name\", \"path\", \"size\", \"modified\", \"format\"}]}: the files SQL can read in place (under --files-dir; names relative to the first one)",
+        ),
+        a(
+            "export",
+            "JSON {\"query\": \"SELECT ...\", \"format\": \"parquet\"|\"csv\"|\"json\", \"name\": \"file\" (optional), \"month\": \"YYYY-MM\" (optional)} -> writes the query's result under --export-dir: {\"name\", \"path\", \"format\", \"rows\", \"bytes\", \"node\"} (SQL COPY ... TO is refused)",
+        ),
+        a("list_exports", "JSON {} -> {\"exports\": [{\"name\", \"path\", \"size\", \"modified\", \"format\"}]}"),
         a(
             "resync_replica",
             "JSON {\"month\": \"YYYY-MM\", \"node\": 3} -> rebuilds that replica from a copy of the primary (in the background; sync waits for it)",
@@ -106,6 +115,32 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": status }))
+        }
+        "export" => {
+            let body: ExportBody = json_body(&action.body)?;
+            let (Some(query), Some(format)) = (body.query, body.format) else {
+                return Err(Status::invalid_argument(
+                    "export needs {\"query\": \"SELECT ...\", \"format\": \"parquet\"|\"csv\"|\"json\"}",
+                ));
+            };
+            let mut ctx = ctx.clone();
+            if body.month.is_some() {
+                ctx.month = body.month;
+            }
+            let format: ExportFormat = format.parse().map_err(to_status)?;
+            let done = engine
+                .export(&ctx, &query, format, body.name.as_deref())
+                .await
+                .map_err(to_status)?;
+            json_result(&done)
+        }
+        "list_exports" => {
+            let exports = engine.list_exports().await.map_err(to_status)?;
+            json_result(&serde_json::json!({ "exports": exports }))
+        }
+        "list_files" => {
+            let files = engine.list_files().await.map_err(to_status)?;
+            json_result(&serde_json::json!({ "files": files }))
         }
         "verify_replicas" => {
             let body: MonthBody = json_body(&action.body)?;
@@ -209,6 +244,15 @@ fn set_session_options(engine: &Engine, ctx: &CallContext, body: &[u8]) -> Actio
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct MonthBody {
+    month: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExportBody {
+    query: Option<String>,
+    format: Option<String>,
+    name: Option<String>,
     month: Option<String>,
 }
 

@@ -77,6 +77,8 @@ pub async fn health(State(state): Shared) -> ApiResult<Response> {
     responses((status = 200, description = "OpenMetrics text: requests, latency histograms, rows/bytes streamed, ingest rows, per-node LSN, lag and DuckDB memory, open sessions")))]
 pub async fn metrics(State(state): Shared) -> ApiResult<Response> {
     let months = state.engine.node_status(None).await?;
+    let (held, peak) = state.json_usage();
+    crate::metrics::get().http_json(held, peak);
     let text = crate::metrics::get().render(&months, state.engine.open_sessions());
     Ok((
         [(
@@ -108,6 +110,16 @@ pub async fn nodes(
         "months": months,
         "timestamp": timestamp(),
     });
+    Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
+}
+
+/// The files SQL can read in place: under the `--files-dir` directories,
+/// names relative to the first one (as SQL takes them).
+#[utoipa::path(get, path = "/api/v1/files", tag = "files",
+    responses((status = 200, description = "`{status: \"success\", count, files: [{name, path, size, modified, format}]}`")))]
+pub async fn files(State(state): Shared) -> ApiResult<Response> {
+    let files = state.engine.list_files().await?;
+    let body = json!({"status": "success", "count": files.len(), "files": files});
     Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
 }
 

@@ -9,7 +9,7 @@ use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{admin, modify, query, tables, AppState};
+use super::{admin, exports, modify, query, tables, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,10 @@ use super::{admin, modify, query, tables, AppState};
         tables::table_schema,
         admin::nodes,
         admin::months,
+        admin::files,
+        exports::export,
+        exports::list,
+        exports::download,
         admin::sync,
         admin::verify,
     ),
@@ -42,7 +46,8 @@ use super::{admin, modify, query, tables, AppState};
         tables::CreateTableRequest,
         tables::Column,
         admin::SyncRequest,
-        admin::VerifyRequest
+        admin::VerifyRequest,
+        exports::ExportRequest
     ))
 )]
 pub struct ApiDoc;

@@ -69,7 +69,17 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert("status".into(), json!("error"));
         body.insert("error".into(), json!(self.message));
+        let retry = self
+            .extra
+            .get("retry_after_s")
+            .and_then(Value::as_u64)
+            .map(|s| s.to_string());
         body.extend(self.extra);
-        (self.status, Json(Value::Object(body))).into_response()
+        let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        if let Some(v) = retry.and_then(|s| axum::http::HeaderValue::from_str(&s).ok()) {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        resp
     }
 }

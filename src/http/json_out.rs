@@ -48,14 +48,18 @@ pub enum CollectError {
     Engine(crate::engine::EngineError),
     Arrow(ArrowError),
     TooLarge(TooLarge),
+    /// The process-wide JSON budget stayed exhausted.
+    Busy(super::budget::Busy),
 }
 
 /// Reads `stream` to its end into JSON rows, stopping (and so stopping
-/// DuckDB) as soon as the JSON would exceed `limit` bytes.
+/// DuckDB) as soon as the JSON would exceed `limit` bytes; `held` grows
+/// with the JSON (the process-wide budget).
 pub async fn collect(
     stream: BatchStream,
     shape: RowShape,
     limit: usize,
+    held: &mut super::budget::Held,
 ) -> Result<JsonRows, CollectError> {
     let skip = match shape {
         RowShape::Arrays => 0,
@@ -92,10 +96,16 @@ pub async fn collect(
     };
     for b in &stream.head {
         write(b, &mut out)?;
+        held.cover(out.rows.capacity())
+            .await
+            .map_err(CollectError::Busy)?;
     }
     if let Some(mut rx) = stream.rest {
         while let Some(b) = rx.recv().await {
             write(&b.map_err(CollectError::Engine)?, &mut out)?;
+            held.cover(out.rows.capacity())
+                .await
+                .map_err(CollectError::Busy)?;
         }
     }
     out.rows.push(b']');

@@ -4,8 +4,10 @@
 //! Flight SQL service makes; nothing here runs SQL itself.
 
 mod admin;
+mod budget;
 mod docs;
 mod error;
+mod exports;
 mod extract;
 mod json_out;
 mod modify;
@@ -40,6 +42,8 @@ pub struct AppState {
     /// Bytes of JSON one answer may hold.
     pub result_limit: usize,
     results: results::ResultStore,
+    /// Bytes of JSON all answers being built may hold together.
+    json: Arc<budget::JsonBudget>,
 }
 
 impl AppState {
@@ -51,7 +55,16 @@ impl AppState {
             // Stored results together may hold four answers of the largest
             // size, and at least 256 MB.
             results: results::ResultStore::new(result_limit.saturating_mul(4).max(256 << 20)),
+            // Answers being built at once: four of the largest size.
+            json: budget::JsonBudget::new(result_limit.saturating_mul(4)),
         }
+    }
+}
+
+impl AppState {
+    /// Bytes of the JSON budget held now and at most since start.
+    pub fn json_usage(&self) -> (usize, usize) {
+        self.json.usage()
     }
 }
 
@@ -78,6 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/nodes", get(admin::nodes))
         .route("/api/v1/months", get(admin::months))
+        .route("/api/v1/files", get(admin::files))
+        .route("/api/v1/export", post(exports::export))
+        .route("/api/v1/exports", get(exports::list))
+        .route("/api/v1/exports/{name}", get(exports::download))
         .route("/api/v1/sync", post(admin::sync))
         .route("/api/v1/verify", post(admin::verify))
         .merge(docs::routes())
@@ -219,6 +236,30 @@ fn answer(status: StatusCode, body: Vec<u8>, token: Option<&str>, node: Option<&
             resp.headers_mut().insert(name, v);
         }
     }
+    resp
+}
+
+/// [`answer`] whose body keeps `held` (its share of the JSON budget) until
+/// the connection takes it.
+fn answer_held(
+    status: StatusCode,
+    body: Vec<u8>,
+    token: Option<&str>,
+    node: Option<&str>,
+    held: budget::Held,
+) -> Response {
+    let mut resp = answer(status, Vec::new(), token, node);
+    let len = body.len();
+    let chunk = futures::stream::once(async move {
+        let _held = held;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))
+    });
+    *resp.body_mut() = axum::body::Body::from_stream(chunk);
+    if let Ok(v) = HeaderValue::from_str(&len.to_string()) {
+        resp.headers_mut()
+            .insert(axum::http::header::CONTENT_LENGTH, v);
+    }
+    crate::metrics::get().streamed("http", 0, len as u64);
     resp
 }
 

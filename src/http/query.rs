@@ -13,12 +13,14 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::budget::Held;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
 use super::json_out::{collect, CollectError, JsonRows, RowShape};
 use super::results::Stored;
 use super::{
-    answer, context, json_bytes, month_of, params_of, resolve, timestamp, AppState, Shared,
+    answer, answer_held, context, json_bytes, month_of, params_of, resolve, timestamp, AppState,
+    Shared,
 };
 use crate::engine::{CallContext, MonthId, SCRATCH_NODE};
 
@@ -105,6 +107,15 @@ fn collect_error(e: CollectError, state: &AppState) -> ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot convert the result to JSON: {e}"),
         ),
+        CollectError::Busy(b) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the HTTP gateway is building {} bytes of JSON answers, its limit for all requests \
+                 together: retry in a moment, or fetch through Flight SQL at grpc://{}, which streams",
+                b.budget, state.flight_addr
+            ),
+        )
+        .with("retry_after_s", json!(1)),
         CollectError::TooLarge(t) => ApiError::bad_request(format!(
             "the result is larger than the HTTP gateway's limit of {} bytes of JSON ({} rows read before it stopped): \
              fetch large results through Flight SQL at grpc://{}, which streams them in Arrow, or narrow the query",
@@ -151,12 +162,13 @@ async fn run_single(
     ctx: CallContext,
     sql: &str,
     params: Option<Vec<Value>>,
+    held: &mut Held,
 ) -> ApiResult<Single> {
     let month = state.engine.resolve_month(&ctx)?.to_string();
     let params = params_of(params)?;
     let stream = state.engine.stream_query(&ctx, sql, params).await?;
     let (node, token) = (stream.node.clone(), stream.token.clone());
-    let rows = collect(stream, RowShape::Arrays, state.result_limit)
+    let rows = collect(stream, RowShape::Arrays, state.result_limit, held)
         .await
         .map_err(|e| collect_error(e, state))?;
     crate::metrics::get().streamed("http", rows.count, 0);
@@ -186,11 +198,11 @@ async fn run_single(
         token: token.clone(),
         timestamp: timestamp(),
     };
-    Ok(Single {
-        body: json_bytes(&body)?,
-        token,
-        node,
-    })
+    let body = json_bytes(&body)?;
+    held.cover(body.len())
+        .await
+        .map_err(|b| collect_error(CollectError::Busy(b), state))?;
+    Ok(Single { body, token, node })
 }
 
 /// Each listed month in turn, through the engine's cross-month read (so
@@ -202,6 +214,7 @@ async fn run_cross_month(
     months: Vec<String>,
     sql: &str,
     params: Option<Vec<Value>>,
+    held: &mut Held,
 ) -> ApiResult<Vec<u8>> {
     let params = params_of(params)?;
     let existing = state.engine.months();
@@ -218,7 +231,7 @@ async fn run_cross_month(
                 ..context(headers, None)
             };
             match state.engine.stream_query(&ctx, sql, params.clone()).await {
-                Ok(stream) => collect(stream, RowShape::Objects { skip: 1 }, budget)
+                Ok(stream) => collect(stream, RowShape::Objects { skip: 1 }, budget, held)
                     .await
                     .map_err(|e| collect_error(e, state)),
                 Err(e) => Err(e.into()),
@@ -259,7 +272,7 @@ async fn run_cross_month(
     } else {
         "error"
     };
-    json_bytes(&CrossAnswer {
+    let body = json_bytes(&CrossAnswer {
         status,
         cross_month: true,
         total_months: months.len(),
@@ -267,7 +280,11 @@ async fn run_cross_month(
         successful_months: successful,
         results,
         timestamp: timestamp(),
-    })
+    })?;
+    held.cover(body.len())
+        .await
+        .map_err(|b| collect_error(CollectError::Busy(b), state))?;
+    Ok(body)
 }
 
 /// The months of a cross-month request (`None`: a single-month request).
@@ -316,17 +333,27 @@ pub async fn query_async(
     Params(q): Params<MonthParam>,
     Body(req): Body<QueryRequest>,
 ) -> ApiResult<Response> {
+    let mut held = state.json.hold();
     if let Some(months) = cross_months(&state, &req)? {
-        let body = run_cross_month(&state, &headers, months, &req.query, req.params).await?;
-        return Ok(answer(StatusCode::OK, body, None, None));
+        let body =
+            run_cross_month(&state, &headers, months, &req.query, req.params, &mut held).await?;
+        return Ok(answer_held(StatusCode::OK, body, None, None, held));
     }
     let month = month_of(req.month.as_deref(), q.month.as_deref())?;
-    let s = run_single(&state, context(&headers, month), &req.query, req.params).await?;
-    Ok(answer(
+    let s = run_single(
+        &state,
+        context(&headers, month),
+        &req.query,
+        req.params,
+        &mut held,
+    )
+    .await?;
+    Ok(answer_held(
         StatusCode::OK,
         s.body,
         s.token.as_deref(),
         Some(&s.node),
+        held,
     ))
 }
 
@@ -356,17 +383,21 @@ pub async fn query_stored(
     state.results.start(&id, &resolved);
     let (task_state, task_id) = (Arc::clone(&state), id.clone());
     tokio::spawn(async move {
-        let (status, body) = match run_single(&task_state, ctx, &req.query, req.params).await {
-            Ok(s) => (StatusCode::OK, s.body),
-            Err(e) => {
-                let status = e.status;
-                let body = axum::body::to_bytes(e.into_response().into_body(), usize::MAX)
-                    .await
-                    .map(|b| b.to_vec())
-                    .unwrap_or_default();
-                (status, body)
-            }
-        };
+        // Held while the answer is built; the stored result then counts
+        // against the result store's own bound.
+        let mut held = task_state.json.hold();
+        let (status, body) =
+            match run_single(&task_state, ctx, &req.query, req.params, &mut held).await {
+                Ok(s) => (StatusCode::OK, s.body),
+                Err(e) => {
+                    let status = e.status;
+                    let body = axum::body::to_bytes(e.into_response().into_body(), usize::MAX)
+                        .await
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    (status, body)
+                }
+            };
         task_state
             .results
             .finish(&task_id, status, Bytes::from(body));
