@@ -16,8 +16,17 @@
 //! the same digest of one copy eight times; sync lag of 1 M-row keyed and
 //! keyless DELETEs and UPDATEs with 7 replicas.
 //!
+//! Files in place: a CSV of at least 1 GB and the same rows as Parquet,
+//! scanned (an aggregate) and streamed whole to the client through
+//! duckflock (`read_csv` / `read_parquet` under `--files-dir`) next to
+//! in-process DuckDB on the same files, with the same `memory_limit`, and
+//! the peak RSS (`VmHWM`) of the server and of the in-process run (a child
+//! process of its own).
+//!
 //! Run: `cargo run --release --example load` (options: `--seconds N`,
-//! `--rows N`, `--bulk-rows N`). Prints a Markdown table of figures and ratios.
+//! `--rows N`, `--bulk-rows N`, `--file-rows N`, `--only
+//! reads,http,verify,replication,ingest,files`). Prints a Markdown table of
+//! figures and ratios.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -33,7 +42,9 @@ struct Opts {
     seconds: f64,
     rows: i64,
     bulk_rows: i64,
-    /// `--only reads,http,verify,replication,ingest`: the parts to run
+    /// Rows of the files-in-place CSV/Parquet (about 60 bytes a CSV row).
+    file_rows: i64,
+    /// `--only reads,http,verify,replication,ingest,files`: the parts to run
     /// (default: all).
     only: Option<Vec<String>>,
 }
@@ -60,6 +71,7 @@ fn opts() -> Opts {
         seconds: get("--seconds", 5.0),
         rows: get("--rows", 1_000_000.0) as i64,
         bulk_rows: get("--bulk-rows", 6_000_000.0) as i64,
+        file_rows: get("--file-rows", 18_000_000.0) as i64,
         only: args
             .iter()
             .position(|a| a == "--only")
@@ -229,7 +241,26 @@ fn local_point_queries(conn: &duckdb::Connection, clients: usize, secs: f64, row
 
 #[tokio::main]
 async fn main() {
+    // The in-process side of the files benchmark, in a process of its own.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--local-scan") {
+        local_scan(&args[i + 1], &args[i + 2], &args[i + 3]);
+        return;
+    }
     let o = opts();
+    if o.only
+        .as_ref()
+        .is_some_and(|p| p.iter().all(|p| p == "files"))
+    {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut table = vec![
+            "| workload | duckflock | in-process DuckDB | ratio |".to_string(),
+            "|---|---|---|---|".to_string(),
+        ];
+        files_in_place(&mut table, &o, tmp.path()).await;
+        println!("{}", table.join("\n"));
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, addr) = start_server(&tmp.path().join("data"));
     let mut c = client(&addr).await;
@@ -331,7 +362,134 @@ async fn main() {
     if o.runs("ingest") {
         ingest(&mut table, &o, tmp.path()).await;
     }
+    if o.runs("files") {
+        files_in_place(&mut table, &o, tmp.path()).await;
+    }
     println!("{}", table.join("\n"));
+}
+
+/// Peak resident set (`VmHWM`) of process `pid`, bytes.
+fn vm_hwm(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Child-process mode: runs `sql` with in-process DuckDB (files under
+/// `dir`, `memory_limit` = `limit`), streaming the result to Arrow, and
+/// prints `seconds rows peak_rss_bytes`.
+fn local_scan(dir: &str, limit: &str, sql: &str) {
+    let conn = duckdb::Connection::open_in_memory().expect("db");
+    conn.execute_batch(&format!(
+        "SET memory_limit = '{limit}'; SET file_search_path = '{dir}'; SET temp_directory = '{dir}/.spill'"
+    ))
+    .expect("settings");
+    let t = Instant::now();
+    let mut stmt = conn.prepare(sql).expect("prepare");
+    let n: usize = stmt
+        .stream_arrow([])
+        .expect("stream")
+        .map(|b| b.expect("batch").num_rows())
+        .sum();
+    println!(
+        "{} {n} {}",
+        t.elapsed().as_secs_f64(),
+        vm_hwm(std::process::id())
+    );
+}
+
+/// Files in place: scan and stream a >= 1 GB CSV and the same rows as
+/// Parquet through duckflock and in process.
+async fn files_in_place(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    eprintln!("writing {} rows as CSV and Parquet ...", o.file_rows);
+    {
+        let conn = duckdb::Connection::open_in_memory().expect("db");
+        let rows = format!(
+            "SELECT i, i * 7 % 1000003 AS j, md5(i::VARCHAR) AS s, DATE '2020-01-01' + (i % 2000)::INTEGER AS d \
+             FROM range({}) t(i)",
+            o.file_rows
+        );
+        conn.execute_batch(&format!(
+            "COPY ({rows}) TO '{f}/big.csv' (HEADER); COPY ({rows}) TO '{f}/big.parquet' (FORMAT parquet);",
+            f = files.display()
+        ))
+        .expect("write files");
+    }
+    let csv_bytes = std::fs::metadata(files.join("big.csv"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let limit = "1GB";
+    let (server, addr) = start_server_with(
+        &dir.join("files-data"),
+        &[
+            "--files-dir",
+            &files.to_string_lossy(),
+            "--memory-limit",
+            limit,
+        ],
+    );
+    let mut c = client(&addr).await;
+    let pid = server.0.id();
+    let exe = std::env::current_exe().expect("exe");
+    for (label, reader) in [
+        (
+            format!("CSV {:.2} GB", csv_bytes as f64 / 1e9),
+            "read_csv('big.csv')",
+        ),
+        ("Parquet".to_string(), "read_parquet('big.parquet')"),
+    ] {
+        for (what, sql) in [
+            (
+                "aggregate scan",
+                format!("SELECT count(*), sum(j), max(s), min(d) FROM {reader}"),
+            ),
+            ("stream every row", format!("SELECT * FROM {reader}")),
+        ] {
+            let t = Instant::now();
+            let info = c.execute(sql.clone(), None).await.expect("files query");
+            let mut stream = c
+                .do_get(info.endpoint[0].ticket.clone().expect("ticket"))
+                .await
+                .expect("get");
+            let mut n = 0usize;
+            while let Some(b) = stream.try_next().await.expect("batch") {
+                n += b.num_rows();
+            }
+            let server_s = t.elapsed().as_secs_f64();
+            let out = Command::new(&exe)
+                .args(["--local-scan", &files.to_string_lossy(), limit, &sql])
+                .output()
+                .expect("local scan");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut parts = text.split_whitespace();
+            let local_s: f64 = parts
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            let local_n: usize = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let local_rss: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            assert_eq!(n, local_n, "{sql}: rows");
+            table.push(format!(
+                "| {label}, {what} ({n} rows): seconds | {server_s:.2} s | {local_s:.2} s | {:.2}× |",
+                server_s / local_s
+            ));
+            table.push(format!(
+                "| {label}, {what}: peak RSS (server VmHWM so far / in-process) | {:.0} MB | {:.0} MB | {:.2}× |",
+                vm_hwm(pid) as f64 / 1e6,
+                local_rss as f64 / 1e6,
+                vm_hwm(pid) as f64 / local_rss as f64
+            ));
+        }
+    }
+    drop(server);
 }
 
 /// A server process (and its HTTP gateway's address), stopped when dropped

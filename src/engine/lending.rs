@@ -13,10 +13,70 @@
 //! get only what is left: the sum of the limits stays within the budget.
 //! `--max-temp-size` is lent in the same proportion.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use super::node::{Node, MIN_LIMIT};
+
+/// How long a statement starting on a shrunk file waits for the lender.
+const WAKE_WAIT: Duration = Duration::from_millis(50);
+
+/// Requests for a look now (a statement starting on a file the lender
+/// shrank: DuckDB sizes an aggregate by the limit at its start, so it must
+/// not start at the floor), and the passes done.
+struct Wake {
+    state: Mutex<(u64, u64)>,
+    cv: Condvar,
+}
+
+static WAKE: LazyLock<Wake> = LazyLock::new(|| Wake {
+    state: Mutex::new((0, 0)),
+    cv: Condvar::new(),
+});
+
+/// Asks the lender for a pass and waits (briefly) until it has made one.
+pub fn wake_and_wait() {
+    let w = &*WAKE;
+    let Ok(mut st) = w.state.lock() else { return };
+    st.0 += 1;
+    let want = st.0;
+    w.cv.notify_all();
+    let deadline = Instant::now() + WAKE_WAIT;
+    while st.1 < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match w.cv.wait_timeout(st, left) {
+            Ok((g, _)) => st = g,
+            Err(_) => return,
+        }
+    }
+}
+
+/// The lender's sleep: until `TICK` passes or a pass is requested. Returns
+/// the request it serves.
+pub fn sleep() -> u64 {
+    let w = &*WAKE;
+    let Ok(st) = w.state.lock() else {
+        std::thread::sleep(TICK);
+        return 0;
+    };
+    let seen = st.1;
+    match w.cv.wait_timeout_while(st, TICK, |s| s.0 <= seen) {
+        Ok((g, _)) => g.0,
+        Err(_) => 0,
+    }
+}
+
+/// Tells the waiting statements that the pass serving `request` is done.
+pub fn done(request: u64) {
+    let w = &*WAKE;
+    if let Ok(mut st) = w.state.lock() {
+        st.1 = st.1.max(request);
+        w.cv.notify_all();
+    }
+}
 
 /// How often the lender looks.
 pub const TICK: Duration = Duration::from_millis(100);

@@ -254,10 +254,11 @@ impl Engine {
         let spawned = std::thread::Builder::new()
             .name("duckflock-lender".into())
             .spawn(move || loop {
-                std::thread::sleep(lending::TICK);
+                let request = lending::sleep();
                 let Some(engine) = weak.upgrade() else { break };
                 let lent =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.months.lend()));
+                lending::done(request);
                 if lent.is_err() {
                     tracing::error!("memory lender panicked; the even split stays");
                     break;

@@ -26,6 +26,9 @@ pub struct Node {
     /// The `memory_limit` / `max_temp_directory_size` last set (bytes).
     limit: AtomicU64,
     temp: AtomicU64,
+    /// Its even share of the budget (the lender may lend it away while the
+    /// file is idle).
+    even: AtomicU64,
 }
 
 /// Marks its node busy while alive.
@@ -51,6 +54,7 @@ impl Node {
             busy_since: Mutex::new(None),
             limit: AtomicU64::new(limit),
             temp: AtomicU64::new(temp),
+            even: AtomicU64::new(limit),
         }))
     }
 
@@ -58,6 +62,11 @@ impl Node {
     pub fn busy(&self) -> Busy<'_> {
         if self.running.fetch_add(1, Ordering::SeqCst) == 0 {
             self.busy_since.lock().get_or_insert_with(Instant::now);
+            // Shrunk while idle: the statement starts with the even share
+            // back (DuckDB sizes some operators by the limit at the start).
+            if self.limit.load(Ordering::SeqCst) < self.even.load(Ordering::SeqCst) {
+                super::lending::wake_and_wait();
+            }
         }
         Busy(self)
     }
@@ -92,6 +101,7 @@ impl Node {
     /// is set (`temp` > 0), its `max_temp_directory_size`: its shares of
     /// the budgets. A failure is logged, the previous limit stays.
     pub fn set_memory_limit(&self, bytes: u64, temp: u64) {
+        self.even.store(bytes.max(MIN_LIMIT), Ordering::SeqCst);
         if let Err(e) = self.try_set_limits(bytes, temp) {
             tracing::warn!(error = %e, "could not set memory_limit");
         }

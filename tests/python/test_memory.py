@@ -78,7 +78,7 @@ def stream_sorted(cur, sql):
 
 
 def test_a_sort_four_times_the_limit_spills_and_streams(tmp_path):
-    limit = 400 * MB
+    limit = 400_000_000  # --memory-limit 400MB
     proc, uri = start_server(str(tmp_path / "data"), "--memory-limit", "400MB")
     try:
         make_month(uri, "2026-05")
@@ -118,7 +118,7 @@ def test_a_long_query_borrows_what_idle_files_leave(tmp_path):
             cur.execute("SELECT count(*) FROM marker")
             assert cur.fetchall() == [(1,)]
         peak = vm_hwm(proc.pid)
-        assert peak <= 3072 * MB + 256 * MB
+        assert peak <= 3_000_000_000 + 256 * MB
     finally:
         stop(proc)
 
@@ -154,7 +154,7 @@ def test_what_cannot_fit_is_resource_exhausted_and_the_server_lives_on(tmp_path)
 def test_eight_large_queries_at_once(tmp_path):
     import threading
 
-    limit = 512 * MB
+    limit = 512_000_000  # --memory-limit 512MB
     proc, uri = start_server(str(tmp_path / "data"), "--memory-limit", "512MB")
     try:
         make_month(uri, "2026-05")
@@ -214,5 +214,63 @@ def test_http_answers_share_one_json_budget(tmp_path):
         text = http.get("/metrics").body
         peak = int(float(re.search(r"^duckflock_http_json_peak_bytes (\S+)$", text, re.M).group(1)))
         assert 6 * MB <= peak <= 32 * MB, peak
+    finally:
+        stop(proc)
+
+
+def test_a_csv_of_2_5_gb_streams_to_adbc_under_512mb(tmp_path):
+    """The original tool's failure: a 2.5 GB CSV took 8 GB+. Scanned in
+    place and streamed whole to an ADBC client, it keeps the server's peak
+    RSS within --memory-limit 512MB + 256 MB."""
+    data = tmp_path / "data"
+    files = data / "files"
+    os.makedirs(files)
+    n = 52_000_000  # about 2.53 GB of CSV
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT i, i * 7 % 1000003 AS j, md5(i::VARCHAR) AS s FROM range({n}) t(i)) "
+                f"TO '{files}/big.csv' (HEADER)")
+    con.close()
+    size = os.path.getsize(files / "big.csv")
+    assert size >= 2_500_000_000, size
+    proc, uri = start_server(str(data), "--memory-limit", "512MB")
+    try:
+        with adbc(uri, "2026-05") as conn, conn.cursor() as cur:
+            cur.execute("SELECT * FROM read_csv('big.csv')")
+            rows, total = 0, 0
+            for batch in cur.fetch_record_batch():
+                rows += batch.num_rows
+                total += pc.sum(batch.column("j")).as_py() or 0
+            assert rows == n
+            assert total == expected_j_sum(n)
+        peak = vm_hwm(proc.pid)
+        # --memory-limit 512MB is 512,000,000 bytes.
+        assert peak <= 512_000_000 + 256 * MB, f"peak RSS {peak / MB:.0f} MiB"
+    finally:
+        stop(proc)
+
+
+def expected_j_sum(n):
+    """sum(i * 7 % 1000003) for i < n, computed by in-process DuckDB."""
+    return duckdb.sql(f"SELECT sum(i * 7 % 1000003)::BIGINT FROM range({n}) t(i)").fetchall()[0][0]
+
+
+def test_a_hash_join_and_an_aggregate_bigger_than_the_limit_spill(tmp_path):
+    """Under --memory-limit 400MB: a hash join whose build side and an
+    aggregate whose groups are each larger than the limit complete by
+    spilling, with the answers in-process DuckDB gives."""
+    side = "SELECT i, md5(i::VARCHAR) AS s, i * {k} AS j FROM range(8000000) t(i)"
+    join = (f"SELECT count(*) AS n, sum(a.j + b.j)::BIGINT AS t FROM ({side.format(k=3)}) a "
+            f"JOIN ({side.format(k=5)}) b USING (s)")
+    agg = ("SELECT count(*) AS n, sum(c)::BIGINT AS t FROM (SELECT s, count(*) AS c, max(i) AS m "
+           "FROM (SELECT i, md5((i % 12000000)::VARCHAR) AS s FROM range(16000000) t(i)) GROUP BY s)")
+    want = {q: duckdb.sql(q).fetchall() for q in (join, agg)}
+    proc, uri = start_server(str(tmp_path / "data"), "--memory-limit", "400MB")
+    try:
+        make_month(uri, "2026-05")
+        with adbc(uri, "2026-05") as conn, conn.cursor() as cur:
+            for q in (join, agg):
+                cur.execute(q)
+                assert cur.fetchall() == want[q]
+        assert vm_hwm(proc.pid) <= 400_000_000 + 256 * MB
     finally:
         stop(proc)
