@@ -72,3 +72,33 @@ def month():
     _month_counter[0] += 1
     n = _month_counter[0]
     return f"{2000 + n // 12:04d}-{n % 12 + 1:02d}"
+
+
+def adbc(uri, month, autocommit=True):
+    """An ADBC Flight SQL connection whose calls name `month`."""
+    return flight_sql.connect(
+        uri,
+        db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": month},
+        autocommit=autocommit,
+    )
+
+
+def stop(proc, timeout=60):
+    """SIGTERM; the server must drain, checkpoint and exit 0."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=timeout) == 0
+
+
+def action(uri, name, body=None):
+    """A JSON admin action's answer (raw pyarrow.flight client)."""
+    from flight_raw import Client
+
+    c = Client(uri)
+    try:
+        return c.action(name, body or {})
+    finally:
+        c.close()
+
+
+def sync(uri, month, timeout_s=120):
+    return action(uri, "sync", {"month": month, "timeout_s": timeout_s})

@@ -12,7 +12,7 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import duckdb
 import pytest
 
-from conftest import start_server
+from conftest import action, start_server
 from flight_raw import Client
 from http_client import Http
 
@@ -28,12 +28,6 @@ QUERY = (
 )
 
 
-def action(uri, name, body):
-    c = Client(uri)
-    try:
-        return c.action(name, body)
-    finally:
-        c.close()
 
 
 def listing(path):

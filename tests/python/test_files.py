@@ -19,7 +19,8 @@ import adbc_driver_manager
 import duckdb
 import pytest
 
-from conftest import start_server
+import conftest
+from conftest import action, start_server, stop
 from flight_raw import Client
 from http_client import Http
 from replicas import compare_month
@@ -45,28 +46,11 @@ def binary():
 
 
 def adbc(uri, month=MONTH, autocommit=True):
-    return flight_sql.connect(
-        uri,
-        db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": month},
-        autocommit=autocommit,
-    )
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-
-
-def action(uri, name, body=None):
-    c = Client(uri)
-    try:
-        return c.action(name, body or {})
-    finally:
-        c.close()
+    return conftest.adbc(uri, month, autocommit)
 
 
 def sync(uri, month=MONTH):
-    return action(uri, "sync", {"month": month, "timeout_s": 120})
+    return conftest.sync(uri, month)
 
 
 def rows(cur, sql):

@@ -15,7 +15,8 @@ import duckdb
 import pyarrow.compute as pc
 import pytest
 
-from conftest import start_server
+import conftest
+from conftest import action, adbc, start_server
 from flight_raw import Client
 from http_client import Http
 
@@ -36,20 +37,7 @@ def vm_hwm(pid):
 
 
 def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 0
-
-
-def adbc(uri, month):
-    return flight_sql.connect(uri, db_kwargs={HEADER: month}, autocommit=True)
-
-
-def action(uri, name, body):
-    c = Client(uri)
-    try:
-        return c.action(name, body)
-    finally:
-        c.close()
+    conftest.stop(proc, timeout=120)
 
 
 def make_month(uri, month):

@@ -12,7 +12,8 @@ import time
 import adbc_driver_flightsql.dbapi as flight_sql
 import duckdb
 
-from conftest import start_server
+import conftest
+from conftest import start_server, stop
 from flight_raw import Client
 from replicas import compare_month
 
@@ -26,16 +27,7 @@ REPLICAS = 7
 
 
 def adbc(uri, month=MONTH, autocommit=True):
-    return flight_sql.connect(
-        uri,
-        db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": month},
-        autocommit=autocommit,
-    )
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    return conftest.adbc(uri, month, autocommit)
 
 
 def sync(uri, month=MONTH):

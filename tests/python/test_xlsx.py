@@ -30,7 +30,8 @@ import openpyxl
 import pyarrow as pa
 import pytest
 
-from conftest import start_server
+import conftest
+from conftest import action, start_server, stop
 from flight_raw import Client
 from replicas import compare_month
 
@@ -48,28 +49,11 @@ SECRET = "top secret payload"
 
 
 def adbc(uri, month=MONTH, autocommit=True):
-    return flight_sql.connect(
-        uri,
-        db_kwargs={"adbc.flight.sql.rpc.call_header.x-duckflock-month": month},
-        autocommit=autocommit,
-    )
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
-
-
-def action(uri, name, body=None):
-    c = Client(uri)
-    try:
-        return c.action(name, body or {})
-    finally:
-        c.close()
+    return conftest.adbc(uri, month, autocommit)
 
 
 def sync(uri, month=MONTH):
-    return action(uri, "sync", {"month": month, "timeout_s": 120})
+    return conftest.sync(uri, month)
 
 
 def table(cur, sql):
