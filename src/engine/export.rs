@@ -23,8 +23,6 @@ use super::files::FileEntry;
 use super::{blocking, CallContext, Engine, Prefer};
 use crate::engine::exec::Mode;
 
-/// Batches in flight between DuckDB and the writer thread.
-const DEPTH: usize = 2;
 /// Longest export name.
 const MAX_NAME: usize = 200;
 
@@ -88,10 +86,7 @@ pub fn export_name(name: Option<&str>, format: ExportFormat) -> EngineResult<Str
         }
         Some(n) => n,
     };
-    let plain = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !plain || name.starts_with('.') || name.len() > MAX_NAME {
+    if !plain_name(name) {
         return Err(EngineError::invalid(format!(
             "export name '{name}' is not a plain file name: use letters, digits, '.', '_' and '-' \
              (at most {MAX_NAME}, not starting with '.'); exports are always written into the \
@@ -104,6 +99,17 @@ pub fn export_name(name: Option<&str>, format: ExportFormat) -> EngineResult<Str
     } else {
         format!("{name}.{ext}")
     })
+}
+
+/// One plain file name: letters, digits, `.`, `_`, `-`; not hidden; not
+/// too long. Such a name cannot leave the export dir.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// One of arrow-rs's writers over a file.
@@ -159,23 +165,21 @@ fn bad(e: impl std::fmt::Display) -> EngineError {
     EngineError::invalid(format!("export: {e}"))
 }
 
-/// What the query side sends the writer: a batch, or that the query failed
-/// (the file is then discarded).
-type Msg = Result<RecordBatch, ()>;
-
-/// Writes the batches it receives to `tmp` (renamed to `dest` when all went
-/// well; removed otherwise).
+/// Writes `batches` to `tmp`, renamed to `dest` when all went well (removed
+/// otherwise, a failing query included); the rows and bytes written.
 fn write_file(
     tmp: &Path,
     dest: &Path,
     format: ExportFormat,
     schema: &SchemaRef,
-    batches: std::sync::mpsc::Receiver<Msg>,
-) -> EngineResult<u64> {
+    batches: impl Iterator<Item = EngineResult<RecordBatch>>,
+) -> EngineResult<(u64, u64)> {
+    let mut rows = 0u64;
     let result = (|| {
         let mut sink = Sink::open(tmp, format, schema)?;
-        for msg in batches {
-            let batch = msg.map_err(|()| EngineError::internal("the query failed"))?;
+        for batch in batches {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
             sink.write(&batch)?;
         }
         sink.finish()
@@ -189,7 +193,7 @@ fn write_file(
         }
         std::fs::rename(tmp, dest)
             .map_err(|e| EngineError::internal(format!("cannot rename the export: {e}")))?;
-        Ok(std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0))
+        Ok((rows, std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0)))
     });
     if done.is_err() {
         let _ = std::fs::remove_file(tmp);
@@ -241,52 +245,26 @@ impl Engine {
                 _ => e,
             })?;
         let tmp = dir.join(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(DEPTH);
+        // The writer pulls the stream itself on a blocking thread: DuckDB
+        // waits on the stream's bounded channel while the file is written.
         let schema = Arc::clone(&stream.schema);
-        let (tmp2, dest2) = (tmp.clone(), dest.clone());
-        let writer =
-            tokio::task::spawn_blocking(move || write_file(&tmp2, &dest2, format, &schema, rx));
-        let mut rows = 0u64;
-        let mut failed = None;
-        // A full channel blocks this task only briefly (the writer drains
-        // it); a closed one means the writer failed, and says why below.
-        let send = |msg: Msg| tokio::task::block_in_place(|| tx.send(msg)).is_ok();
-        let mut open = true;
-        for batch in stream.head {
-            rows += batch.num_rows() as u64;
-            open = open && send(Ok(batch));
-        }
-        if let Some(mut rest) = stream.rest {
-            while open {
-                match rest.recv().await {
-                    Some(Ok(batch)) => {
-                        rows += batch.num_rows() as u64;
-                        open = send(Ok(batch));
-                    }
-                    Some(Err(e)) => {
-                        let _ = send(Err(()));
-                        failed = Some(e);
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
-        drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| EngineError::internal(format!("export writer: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let bytes = written?;
+        let (node, head, mut rest) = (stream.node, stream.head, stream.rest);
+        let dest2 = dest.clone();
+        let (rows, bytes) = blocking(move || {
+            let batches = head
+                .into_iter()
+                .map(Ok)
+                .chain(std::iter::from_fn(|| rest.as_mut()?.blocking_recv()));
+            write_file(&tmp, &dest2, format, &schema, batches)
+        })
+        .await?;
         Ok(Exported {
             path: dest.to_string_lossy().into_owned(),
             name,
             format,
             rows,
             bytes,
-            node: stream.node,
+            node,
         })
     }
 
@@ -298,13 +276,8 @@ impl Engine {
 
     /// The path of export `name` (one that exists).
     pub fn export_path(&self, name: &str) -> EngineResult<PathBuf> {
-        let plain = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         let path = self.cfg.files.export_dir().join(name);
-        if !plain || !path.is_file() {
+        if !plain_name(name) || !path.is_file() {
             return Err(EngineError::not_found(format!("no export named '{name}'")));
         }
         Ok(path)
@@ -343,19 +316,20 @@ mod tests {
             Some(vec![Some(1)]),
         ]));
         let batch = RecordBatch::try_from_iter([("l", list)]).unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        tx.send(Ok(batch.clone())).unwrap();
-        drop(tx);
-        assert!(write_file(&tmp, &dest, ExportFormat::Csv, &batch.schema(), rx).is_err());
+        let batches = vec![Ok(batch.clone())].into_iter();
+        assert!(write_file(&tmp, &dest, ExportFormat::Csv, &batch.schema(), batches).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // And a good one lands under its name.
         let ints: ArrayRef = Arc::new(Int32Array::from(vec![1, 2]));
         let batch = RecordBatch::try_from_iter([("i", ints)]).unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        tx.send(Ok(batch.clone())).unwrap();
-        drop(tx);
-        let n = write_file(&tmp, &dest, ExportFormat::Csv, &batch.schema(), rx).unwrap();
+        let batches = vec![Ok(batch.clone())].into_iter();
+        let n = write_file(&tmp, &dest, ExportFormat::Csv, &batch.schema(), batches).unwrap();
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "i\n1\n2\n");
-        assert_eq!(n, 6);
+        assert_eq!(n, (2, 6));
+        // A query failing half-way: no file under either name.
+        std::fs::remove_file(&dest).unwrap();
+        let batches = vec![Ok(batch.clone()), Err(EngineError::invalid("boom"))].into_iter();
+        assert!(write_file(&tmp, &dest, ExportFormat::Csv, &batch.schema(), batches).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

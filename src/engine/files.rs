@@ -136,7 +136,7 @@ impl FileAccess {
     pub fn list(&self) -> EngineResult<Vec<FileEntry>> {
         let mut out = Vec::new();
         for (i, dir) in self.dirs.iter().enumerate() {
-            self.walk(dir, dir, i == 0, 0, &mut out)?;
+            self.walk(dir, dir, i == 0, 0, &mut out);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -149,15 +149,15 @@ impl FileAccess {
         relative: bool,
         depth: usize,
         out: &mut Vec<FileEntry>,
-    ) -> EngineResult<()> {
+    ) {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             // A folder removed or unreadable while listing is left out.
-            Err(_) => return Ok(()),
+            Err(_) => return,
         };
         for entry in entries.flatten() {
             if out.len() >= MAX_LISTED {
-                return Ok(());
+                return;
             }
             let path = entry.path();
             let Ok(real) = std::fs::canonicalize(&path) else {
@@ -173,7 +173,7 @@ impl FileAccess {
                 // A symlink back up would loop: only descend into real
                 // subfolders.
                 if depth < MAX_DEPTH && real.starts_with(&path) {
-                    self.walk(root, &path, relative, depth + 1, out)?;
+                    self.walk(root, &path, relative, depth + 1, out);
                 }
                 continue;
             }
@@ -192,7 +192,6 @@ impl FileAccess {
                 modified: meta.modified().ok().map(rfc3339),
             });
         }
-        Ok(())
     }
 }
 

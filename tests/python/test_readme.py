@@ -82,3 +82,43 @@ def test_files_in_place_examples_run(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_refused_upserts_are_refused_and_the_suggested_way_works(tmp_path):
+    """The README says INSERT OR REPLACE, ON CONFLICT DO UPDATE and MERGE are
+    refused on replicated tables, and to use DELETE then INSERT in one
+    transaction instead: both halves, against a real server."""
+    import adbc_driver_flightsql.dbapi as flight_sql
+    import pytest
+
+    text = open(README).read()
+    assert "`INSERT OR REPLACE`, `ON CONFLICT DO\nUPDATE` and `MERGE`" in text
+    proc, uri = start_server(str(tmp_path / "data"), "--replicas", "1")
+    header = "adbc.flight.sql.rpc.call_header.x-duckflock-month"
+    try:
+        with flight_sql.connect(uri, db_kwargs={header: "2026-01"}, autocommit=True) as conn:
+            with conn.cursor() as cur:
+                cur.execute("CREATE TABLE p (id INTEGER PRIMARY KEY, name VARCHAR)")
+                cur.execute("INSERT INTO p VALUES (1, 'duck')")
+                for sql in [
+                    "INSERT OR REPLACE INTO p VALUES (1, 'goose')",
+                    "INSERT INTO p VALUES (1, 'goose') ON CONFLICT DO UPDATE SET name = excluded.name",
+                    "MERGE INTO p USING (SELECT 1 AS id, 'goose' AS name) s USING (id) "
+                    "WHEN MATCHED THEN UPDATE SET name = s.name",
+                ]:
+                    with pytest.raises(Exception, match="duckflock replicates the rows"):
+                        cur.execute(sql)
+                        cur.fetchall()
+                cur.execute("SELECT name FROM p")
+                assert cur.fetchall() == [("duck",)]
+        with flight_sql.connect(uri, db_kwargs={header: "2026-01"}, autocommit=False) as conn:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM p WHERE id = 1")
+                cur.execute("INSERT INTO p VALUES (1, 'goose')")
+            conn.commit()
+            with conn.cursor() as cur:
+                cur.execute("SELECT name FROM p")
+                assert cur.fetchall() == [("goose",)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
