@@ -26,6 +26,9 @@ pub enum Command {
     /// Send a CSV, Parquet, JSON or xlsx file to a running server (bulk
     /// ingest), with a progress bar.
     Load(LoadArgs),
+    /// Read a password on stdin and print its argon2id hash for the users
+    /// file (`password_hash = "..."`).
+    HashPassword,
 }
 
 /// How `duckflock load` treats the target table.
@@ -60,6 +63,9 @@ pub struct LoadArgs {
     /// The server's Flight SQL address.
     #[arg(long, env = "DUCKFLOCK_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     pub flight_addr: String,
+    /// Sign in as this user (the password is read from DUCKFLOCK_PASSWORD).
+    #[arg(long, env = "DUCKFLOCK_USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Args, Debug, Default, Deserialize)]
@@ -144,6 +150,65 @@ pub struct ServeArgs {
     /// disk].
     #[arg(long, env = "DUCKFLOCK_MAX_TEMP_SIZE")]
     pub max_temp_size: Option<String>,
+    /// Users file (TOML: `[[user]] name, password_hash, role = "reader" |
+    /// "writer" | "admin", months = ["2026-*"]`), re-read on SIGHUP. With
+    /// it every call is authenticated (Basic or bearer token)
+    /// [default: none: no authentication, loopback addresses only].
+    #[arg(long, env = "DUCKFLOCK_USERS")]
+    pub users: Option<PathBuf>,
+    /// Seconds a bearer token stays valid [default: 86400].
+    #[arg(long, env = "DUCKFLOCK_TOKEN_TTL")]
+    pub token_ttl: Option<u64>,
+    /// File holding the tokens' signing key (at least 32 bytes)
+    /// [default: <data-dir>/.token-secret, generated once, mode 0600].
+    #[arg(long, env = "DUCKFLOCK_TOKEN_SECRET_FILE")]
+    pub token_secret_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for both Flight SQL and HTTP.
+    #[arg(long, env = "DUCKFLOCK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "DUCKFLOCK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) whose client certificates are required (mTLS).
+    #[arg(long, env = "DUCKFLOCK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// A web origin (`https://app.example`) whose pages may call the HTTP
+    /// gateway (CORS); repeatable. Other origins are refused.
+    #[arg(long = "http-allow-origin", env = "DUCKFLOCK_HTTP_ALLOW_ORIGIN")]
+    #[serde(default)]
+    pub http_allow_origin: Vec<String>,
+    /// Most months the server holds; a write that would create one more is
+    /// refused [default: no limit].
+    #[arg(long, env = "DUCKFLOCK_MAX_MONTHS")]
+    pub max_months: Option<usize>,
+    /// Most Flight SQL sessions and transactions open at once (admins are
+    /// exempt); beyond it `UNAVAILABLE` [default: 1024].
+    #[arg(long, env = "DUCKFLOCK_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// Most sessions and transactions one user may hold (admins are
+    /// exempt); beyond it `RESOURCE_EXHAUSTED` [default: 256].
+    #[arg(long, env = "DUCKFLOCK_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
+    /// Most statements streaming results at once (each holds a DuckDB
+    /// connection and a thread until its client has read it) [default: 64].
+    #[arg(long, env = "DUCKFLOCK_MAX_CONCURRENT_QUERIES")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Most queries waiting for a turn, first come first served; beyond it a
+    /// query is refused with a retriable `UNAVAILABLE` [default: 256].
+    #[arg(long, env = "DUCKFLOCK_MAX_QUEUED_QUERIES")]
+    pub max_queued_queries: Option<usize>,
+    /// Log lines as text or as JSON objects (one per line), the access log
+    /// (target `duckflock::access`) included [default: text].
+    #[arg(long, value_enum, env = "DUCKFLOCK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Fully resolved server settings.
@@ -173,6 +238,17 @@ pub struct ServeConfig {
     pub export_dir: PathBuf,
     /// Bytes DuckDB may spill (`None`: DuckDB's default).
     pub max_temp_size: Option<u64>,
+    pub users: Option<PathBuf>,
+    pub token_ttl: std::time::Duration,
+    pub token_secret_file: Option<PathBuf>,
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub http_allow_origin: Vec<String>,
+    pub max_months: Option<usize>,
+    pub max_sessions: usize,
+    pub max_sessions_per_user: usize,
+    pub max_concurrent_queries: usize,
+    pub max_queued_queries: usize,
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -258,11 +334,49 @@ impl ServeArgs {
                 s => Some(std::time::Duration::from_secs(s)),
             },
             insecure: self.insecure.or(file.insecure).unwrap_or(false),
+            users: self.users.or(file.users),
+            token_ttl: std::time::Duration::from_secs(
+                self.token_ttl.or(file.token_ttl).unwrap_or(86_400).max(1),
+            ),
+            token_secret_file: self.token_secret_file.or(file.token_secret_file),
+            tls: match (
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                self.tls_client_ca.or(file.tls_client_ca),
+            ) {
+                (Some(cert), Some(key), client_ca) => Some(crate::tls::TlsFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                (None, None, None) => None,
+                _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+            },
+            http_allow_origin: if self.http_allow_origin.is_empty() {
+                file.http_allow_origin
+            } else {
+                self.http_allow_origin
+            },
+            max_months: self.max_months.or(file.max_months),
+            max_sessions: self.max_sessions.or(file.max_sessions).unwrap_or(1024),
+            max_sessions_per_user: self
+                .max_sessions_per_user
+                .or(file.max_sessions_per_user)
+                .unwrap_or(256),
+            max_concurrent_queries: self
+                .max_concurrent_queries
+                .or(file.max_concurrent_queries)
+                .unwrap_or(64),
+            max_queued_queries: self
+                .max_queued_queries
+                .or(file.max_queued_queries)
+                .unwrap_or(256),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         };
         for addr in [cfg.flight_addr, cfg.http_addr] {
-            if !addr.ip().is_loopback() && !cfg.insecure {
+            if !addr.ip().is_loopback() && !cfg.insecure && cfg.users.is_none() {
                 anyhow::bail!(
-                    "refusing to listen on {addr} without authentication; pass --insecure to allow it"
+                    "refusing to listen on {addr} without authentication: configure --users, or pass --insecure to allow it"
                 );
             }
         }

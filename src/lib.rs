@@ -3,6 +3,8 @@
 //! Layers (see ARCHITECTURE.md): `flight` (protocol) → `engine` (routing,
 //! sessions, execution) → `duck` (safe DuckDB C API).
 
+pub mod access_log;
+pub mod auth;
 pub mod config;
 pub mod duck;
 pub mod engine;
@@ -12,3 +14,4 @@ pub mod json_params;
 pub mod load;
 pub mod metrics;
 pub mod server;
+pub mod tls;

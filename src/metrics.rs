@@ -63,6 +63,8 @@ pub struct Metrics {
     apply_failures: Family<NodeLabels, Gauge>,
     sessions: Gauge,
     transactions: Gauge,
+    queries_running: Gauge,
+    queries_queued: Gauge,
     http_json: Gauge,
     http_json_peak: Gauge,
     recent: Mutex<Window>,
@@ -175,6 +177,18 @@ impl Metrics {
             "Flight SQL transactions open now",
             transactions.clone(),
         );
+        let queries_running = Gauge::default();
+        registry.register(
+            "queries_running",
+            "Statements streaming results now (at most --max-concurrent-queries)",
+            queries_running.clone(),
+        );
+        let queries_queued = Gauge::default();
+        registry.register(
+            "queries_queued",
+            "Queries waiting for a turn now (at most --max-queued-queries)",
+            queries_queued.clone(),
+        );
         let http_json = Gauge::default();
         registry.register(
             "http_json_bytes",
@@ -189,6 +203,8 @@ impl Metrics {
         );
         Metrics {
             registry,
+            queries_running,
+            queries_queued,
             http_json,
             http_json_peak,
             requests,
@@ -256,7 +272,12 @@ impl Metrics {
 
     /// The text exposition, after refreshing the gauges read from the
     /// engine: the node status of every month and the open sessions.
-    pub fn render(&self, months: &[MonthStatus], sessions: (usize, usize)) -> String {
+    pub fn render(
+        &self,
+        months: &[MonthStatus],
+        sessions: (usize, usize),
+        queries: (usize, usize),
+    ) -> String {
         for f in [
             &self.applied_lsn,
             &self.lag_lsn,
@@ -308,6 +329,8 @@ impl Metrics {
         }
         self.sessions.set(sessions.0 as i64);
         self.transactions.set(sessions.1 as i64);
+        self.queries_running.set(queries.0 as i64);
+        self.queries_queued.set(queries.1 as i64);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

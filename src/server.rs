@@ -8,9 +8,10 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::ServeConfig;
 use anyhow::Context;
 
+use crate::auth::{Auth, AuthConfig};
 use crate::engine::files::FileAccess;
 use crate::engine::{Engine, EngineConfig};
-use crate::flight::{DuckFlightSql, FlightServiceServer, MetricsLayer, TokenLayer};
+use crate::flight::{AuthLayer, DuckFlightSql, FlightServiceServer, MetricsLayer, TokenLayer};
 use crate::http::AppState;
 
 /// How long in-flight calls may take to finish after a shutdown signal.
@@ -30,6 +31,29 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)?;
     let files = FileAccess::prepare(&cfg.files_dirs, &cfg.data_dir, &cfg.export_dir)?;
+    let auth = Auth::open(&AuthConfig {
+        users: cfg.users.clone(),
+        token_ttl: cfg.token_ttl,
+        token_secret_file: cfg.token_secret_file.clone(),
+        data_dir: cfg.data_dir.clone(),
+    })?;
+    if let Some(a) = &auth {
+        // SQL reads the files dirs: the credentials must not be there.
+        for secret in a.secret_paths() {
+            let secret = std::fs::canonicalize(&secret).unwrap_or(secret);
+            if let Some(dir) = files.dirs().iter().find(|d| secret.starts_with(d)) {
+                anyhow::bail!(
+                    "{} is under the files dir {}, which SQL can read: keep it elsewhere",
+                    secret.display(),
+                    dir.display()
+                );
+            }
+        }
+    }
+    let tls = match &cfg.tls {
+        Some(t) => Some((t.tonic()?, t.rustls()?)),
+        None => None,
+    };
     files.enter()?;
     let engine_cfg = EngineConfig {
         files,
@@ -45,6 +69,11 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         stale_reads: cfg.stale_reads,
         apply_delay: cfg.apply_delay,
         verify_interval: cfg.verify_interval,
+        max_months: cfg.max_months,
+        max_sessions: Some(cfg.max_sessions),
+        max_sessions_per_user: Some(cfg.max_sessions_per_user),
+        max_concurrent_queries: cfg.max_concurrent_queries,
+        max_queued_queries: cfg.max_queued_queries,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(engine_cfg)).await??;
     engine.spawn_janitor();
@@ -58,7 +87,7 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         .max_encoding_message_size(256 << 20);
     // Tests and scripts read this line to find the port.
     println!("duckflock flight sql listening on {addr}");
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), months = engine.months().len(), "serving");
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), tls = tls.is_some(), auth = auth.is_some(), "serving");
 
     let http_addr = http_listener.local_addr()?;
     println!("duckflock http listening on {http_addr}");
@@ -68,10 +97,19 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let mut builder = tonic::transport::Server::builder();
+    let http_tls = match tls {
+        Some((flight_tls, http_tls)) => {
+            builder = builder.tls_config(flight_tls)?;
+            Some(http_tls)
+        }
+        None => None,
+    };
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .layer(MetricsLayer)
             .layer(TokenLayer)
+            .layer(AuthLayer::new(auth.clone()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
@@ -79,8 +117,18 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         Arc::clone(&engine),
         addr,
         usize::try_from(cfg.http_result_limit).unwrap_or(usize::MAX),
+        auth.clone(),
+        cfg.http_allow_origin.clone(),
     ));
-    let http = tokio::spawn(crate::http::serve(http_listener, state, stopped(stop_rx)));
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        state,
+        http_tls,
+        stopped(stop_rx),
+    ));
+    if let Some(a) = auth {
+        tokio::spawn(reload_on_hangup(a));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: draining in-flight calls");
     let _ = stop_tx.send(true);
@@ -107,6 +155,24 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// Re-reads the users file on every SIGHUP (a bad file keeps the old users).
+async fn reload_on_hangup(auth: Arc<Auth>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match auth.reload() {
+            Ok(n) => {
+                tracing::info!(users = n, file = %auth.users_file().display(), "users reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "users file not reloaded; the old users stay")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -936,7 +936,9 @@ async fn abandoned_streams_release_their_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unfetched_results_are_capped_oldest_first() {
-    let server = Server::start(&[]);
+    // Every unfetched result holds one of the --max-concurrent-queries
+    // turns: allow more than the park keeps.
+    let server = Server::start(&["--max-concurrent-queries", "300"]);
     let mut c = server.client().await;
     let mut tickets = Vec::new();
     for _ in 0..300 {

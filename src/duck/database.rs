@@ -166,6 +166,9 @@ impl Database {
         // Extensions are never downloaded or loaded at run time.
         settings.push(("autoinstall_known_extensions", "false".into()));
         settings.push(("autoload_known_extensions", "false".into()));
+        // No secrets read from the machine (~/.duckdb/stored_secrets); the
+        // engine refuses CREATE SECRET, so a database never holds one.
+        settings.push(("allow_persistent_secrets", "false".into()));
         for (k, v) in &settings {
             let (ck, cv) = (CString::new(*k), CString::new(v.as_str()));
             let ok = match (ck, cv) {
@@ -222,6 +225,7 @@ impl Database {
         Ok(Conn {
             raw,
             _db: Arc::clone(self),
+            spent: std::cell::Cell::new(false),
         })
     }
 }
@@ -238,6 +242,9 @@ impl Drop for Database {
 pub struct Conn {
     raw: ffi::duckdb_connection,
     _db: Arc<Database>,
+    /// Holds state of the client that used it (temp objects): never to be
+    /// handed to another client.
+    spent: std::cell::Cell<bool>,
 }
 
 // SAFETY: a DuckDB connection may move between threads as long as it is used
@@ -247,6 +254,33 @@ unsafe impl Send for Conn {}
 impl Conn {
     pub(crate) fn raw(&self) -> ffi::duckdb_connection {
         self.raw
+    }
+
+    /// Marks the connection as holding its client's state (a DDL statement
+    /// ran on it, which may have made temporary objects): a pool must close
+    /// it instead of handing it to the next client.
+    pub fn mark_spent(&self) {
+        self.spent.set(true);
+    }
+
+    pub fn is_spent(&self) -> bool {
+        self.spent.get()
+    }
+
+    /// Rolls back the open transaction, if there is one. An interrupt meant
+    /// for the statement before (a timeout, a client gone) can land on the
+    /// ROLLBACK instead, so a failed one is retried; a connection that
+    /// still cannot roll back is not reused (it may hold an aborted
+    /// transaction).
+    pub fn rollback(&self) {
+        for _ in 0..2 {
+            match self.execute_batch("ROLLBACK") {
+                Ok(()) => return,
+                Err(e) if e.message.contains("no transaction is active") => return,
+                Err(_) => {}
+            }
+        }
+        self.mark_spent();
     }
 
     /// Runs SQL (one or more statements, each prepared after the previous

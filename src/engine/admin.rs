@@ -16,7 +16,7 @@ use super::months::Month;
 use super::node::Node;
 use super::replica::{Health, Verified};
 use super::visibility;
-use super::{blocking, Engine};
+use super::{blocking, Caller, Engine, Role};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStatus {
@@ -209,6 +209,11 @@ fn probe_writable(dir: &Path) -> Result<(), String> {
 
 impl Engine {
     /// Sessions and transactions open now.
+    /// Statements streaming now, and queries waiting for a turn.
+    pub fn queries(&self) -> (usize, usize) {
+        self.admission.load()
+    }
+
     pub fn open_sessions(&self) -> (usize, usize) {
         (
             self.state.sessions.lock().len(),
@@ -271,8 +276,14 @@ impl Engine {
     }
 
     /// Creates a month (folder and files) if it does not exist.
-    pub async fn create_month(self: &Arc<Self>, month: &str) -> EngineResult<MonthStatus> {
+    pub async fn create_month(
+        self: &Arc<Self>,
+        caller: &Caller,
+        month: &str,
+    ) -> EngineResult<MonthStatus> {
+        caller.require(Role::Admin, "create_month")?;
         let id: MonthId = month.parse()?;
+        caller.require_month(id)?;
         let me = Arc::clone(self);
         blocking(move || {
             let m = me.months.get_or_create(id)?;
@@ -284,9 +295,10 @@ impl Engine {
     /// The status of one month's nodes, or of every month's.
     pub async fn node_status(
         self: &Arc<Self>,
+        caller: &Caller,
         month: Option<&str>,
     ) -> EngineResult<Vec<MonthStatus>> {
-        let ids = self.months_for(month)?;
+        let ids = self.months_for(caller, month)?;
         if let (Some(m), true) = (month, ids.is_empty()) {
             return Err(super::EngineError::not_found(format!(
                 "month {m} does not exist"
@@ -309,10 +321,12 @@ impl Engine {
     /// healthy and has applied the primary's last change set.
     pub async fn sync(
         self: &Arc<Self>,
+        caller: &Caller,
         month: Option<&str>,
         timeout: Duration,
     ) -> EngineResult<Vec<SyncStatus>> {
-        let ids = self.months_for(month)?;
+        caller.require(Role::Writer, "sync")?;
+        let ids = self.months_for(caller, month)?;
         if let (Some(m), true) = (month, ids.is_empty()) {
             return Err(EngineError::not_found(format!("month {m} does not exist")));
         }
@@ -365,8 +379,15 @@ impl Engine {
 
     /// Rebuilds one replica from its primary (in the background; `sync`
     /// waits for it).
-    pub async fn resync_replica(self: &Arc<Self>, month: &str, node: usize) -> EngineResult<()> {
+    pub async fn resync_replica(
+        self: &Arc<Self>,
+        caller: &Caller,
+        month: &str,
+        node: usize,
+    ) -> EngineResult<()> {
+        caller.require(Role::Admin, "resync_replica")?;
         let id: MonthId = month.parse()?;
+        caller.require_month(id)?;
         let m = self
             .existing_month(id)
             .await?

@@ -67,9 +67,10 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> E
                 .map_err(|e| EngineError::internal(format!("change set {lsn}: {}", e.message)))?;
             last = lsn;
         }
-        replica.execute_batch(&format!(
-            "INSERT OR REPLACE INTO {S}.meta VALUES ('applied_lsn', '{last}')"
-        ))?;
+        super::capture::internal(
+            replica,
+            &format!("INSERT OR REPLACE INTO {S}.meta VALUES ('applied_lsn', '{last}')"),
+        )?;
         Ok(last)
     })?;
     // A batch may replay DDL that created a table with no rows and append a

@@ -22,6 +22,66 @@ use super::visibility;
 const TXN_VAR: &str = "__df_txn";
 /// Prefix of the capture triggers.
 pub(super) const TRIGGER_PREFIX: &str = "__df_";
+/// Prefix of the triggers that refuse clients' writes to the bookkeeping.
+const GUARD_PREFIX: &str = "__df_guard_";
+/// Connection variable under which the server's own statements may write
+/// its bookkeeping tables. Clients cannot set variables (SET is refused).
+const INTERNAL_VAR: &str = "__df_internal";
+/// The bookkeeping tables only the server writes. The shadow tables are
+/// written by the capture triggers inside clients' statements (DuckDB's
+/// triggers cascade, so a guard cannot tell those inserts from a client's):
+/// only their updates and deletes are guarded.
+const GUARDED: [&str; 4] = ["meta", "capture", "changes", "ddl"];
+
+/// Runs the server's own writes to its bookkeeping tables, which the guard
+/// triggers let through only under [`INTERNAL_VAR`]. The variable is reset
+/// whatever happens; a connection where that fails is not reused.
+pub(super) fn internal(conn: &Conn, sql: &str) -> EngineResult<()> {
+    let out = conn.execute_batch(&format!("SET VARIABLE {INTERNAL_VAR} = true; {sql}"));
+    if conn
+        .execute_batch(&format!("RESET VARIABLE {INTERNAL_VAR}"))
+        .is_err()
+    {
+        conn.mark_spent();
+    }
+    Ok(out?)
+}
+
+/// Statement triggers on `table` (in the bookkeeping schema) that fail
+/// `ops` unless the server runs them (see [`internal`]).
+fn guard_sql(table: &str, ops: &[&str]) -> String {
+    let refuse = literal(&format!(
+        "permission denied: {}",
+        super::error::BOOKKEEPING_REFUSAL
+    ));
+    ops.iter()
+        .map(|op| {
+            let name = quote(&format!(
+                "{GUARD_PREFIX}{table}_{}",
+                op.to_ascii_lowercase()
+            ));
+            format!(
+                "CREATE TRIGGER IF NOT EXISTS {name} AFTER {op} ON {S}.{} FOR EACH STATEMENT
+                 INSERT INTO {S}.guard SELECT CAST(error({refuse}) AS INTEGER)
+                 WHERE getvariable('{INTERNAL_VAR}') IS DISTINCT FROM true;",
+                quote(table)
+            )
+        })
+        .collect()
+}
+
+/// Installs the guard triggers of the bookkeeping tables and shadows
+/// (idempotent). `guard` itself accepts no row at all.
+fn guard(conn: &Conn) -> EngineResult<()> {
+    let mut sql = format!("CREATE TABLE IF NOT EXISTS {S}.guard (x INTEGER CHECK (false));");
+    for t in GUARDED {
+        sql.push_str(&guard_sql(t, &["INSERT", "UPDATE", "DELETE"]));
+    }
+    for (shadow, _, _) in shadows(conn)? {
+        sql.push_str(&guard_sql(&shadow, &["UPDATE", "DELETE"]));
+    }
+    Ok(conn.execute_batch(&sql)?)
+}
 
 /// A table image to load after a DDL statement (CTAS, ALTER, rename).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +174,7 @@ pub(super) fn in_transaction<T>(
             Ok(v)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            conn.rollback();
             Err(e)
         }
     }
@@ -123,7 +183,7 @@ pub(super) fn in_transaction<T>(
 /// Creates the bookkeeping tables of a primary (idempotent) and returns
 /// (epoch, last LSN, next transaction id).
 pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
-    conn.execute_batch(&format!(
+    internal(conn, &format!(
         "CREATE SCHEMA IF NOT EXISTS {S};
          CREATE TABLE IF NOT EXISTS {S}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
          INSERT OR IGNORE INTO {S}.meta VALUES ('month', {m}), ('created_at', CAST(now() AS VARCHAR)),
@@ -136,6 +196,7 @@ pub fn install(conn: &Conn, month: &str) -> EngineResult<(String, u64, u64)> {
          CREATE TABLE IF NOT EXISTS {S}.ddl (txn BIGINT, stmt BIGINT, sql VARCHAR, images VARCHAR);",
         m = literal(month)
     ))?;
+    guard(conn)?;
     let meta = rows(
         conn,
         &format!("SELECT value FROM {S}.meta WHERE key = 'epoch'"),
@@ -193,6 +254,35 @@ pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
         "BEGIN TRANSACTION; SET VARIABLE {TXN_VAR} = {txn}"
     ))?;
     Ok(txn)
+}
+
+/// A fingerprint of the server's own schema (its tables, views, sequences,
+/// indexes and macros), to tell that a client's DDL touched it.
+pub fn internal_fingerprint(conn: &Conn) -> EngineResult<String> {
+    let sql = format!(
+        "SELECT CAST(hash(list(x ORDER BY x)) AS VARCHAR) FROM (
+           SELECT 's' AS x FROM system.main.duckdb_schemas() WHERE schema_name = '{S}'
+           UNION ALL SELECT 't' || table_name || coalesce(sql, '') FROM system.main.duckdb_tables() WHERE schema_name = '{S}'
+           UNION ALL SELECT 'v' || view_name || coalesce(sql, '') FROM system.main.duckdb_views() WHERE schema_name = '{S}'
+           UNION ALL SELECT 'q' || sequence_name FROM system.main.duckdb_sequences() WHERE schema_name = '{S}'
+           UNION ALL SELECT 'i' || index_name || coalesce(sql, '') FROM system.main.duckdb_indexes() WHERE schema_name = '{S}'
+           UNION ALL SELECT 'f' || function_name FROM system.main.duckdb_functions() WHERE schema_name = '{S}'
+           UNION ALL SELECT 'g' || trigger_name || coalesce(sql, '') FROM system.main.duckdb_triggers() WHERE schema_name = '{S}')"
+    );
+    Ok(rows(conn, &sql)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten())
+        .unwrap_or_default())
+}
+
+/// Whether any secret exists on this connection's database (none ever may:
+/// CREATE SECRET is refused).
+pub fn has_secrets(conn: &Conn) -> EngineResult<bool> {
+    let n = rows(conn, "SELECT count(*) FROM system.main.duckdb_secrets()")?;
+    Ok(n.first()
+        .and_then(|r| r.first().cloned().flatten())
+        .is_some_and(|c| c != "0"))
 }
 
 /// A fingerprint of the persistent catalog (not temporary objects, not the
@@ -253,7 +343,8 @@ fn drop_triggers(conn: &Conn) -> EngineResult<()> {
         conn,
         &format!(
             "SELECT trigger_name, schema_name, table_name FROM system.main.duckdb_triggers()
-             WHERE database_name = current_database() AND starts_with(trigger_name, '{TRIGGER_PREFIX}')"
+             WHERE database_name = current_database() AND starts_with(trigger_name, '{TRIGGER_PREFIX}')
+               AND NOT starts_with(trigger_name, '{GUARD_PREFIX}')"
         ),
     )?;
     for t in triggers {
@@ -301,11 +392,14 @@ pub fn after_ddl(
         };
         let images = serde_json::to_string(&images)
             .map_err(|e| EngineError::internal(format!("images: {e}")))?;
-        conn.execute_batch(&format!(
-            "INSERT INTO {S}.ddl VALUES ({txn}, {stmt}, {}, {})",
-            literal(&shipped),
-            literal(&images)
-        ))?;
+        internal(
+            conn,
+            &format!(
+                "INSERT INTO {S}.ddl VALUES ({txn}, {stmt}, {}, {})",
+                literal(&shipped),
+                literal(&images)
+            ),
+        )?;
     }
     Ok(())
 }
@@ -386,7 +480,7 @@ fn reconcile(
                 // invisible after COMMIT until a restart).
                 let shadow = format!("cap_{}", next_stmt(conn)?);
                 let target = format!("{}.{}", quote(&schema), quote(&table));
-                conn.execute_batch(&format!(
+                internal(conn, &format!(
                     "UPDATE {S}.capture SET live = false WHERE live AND tbl_schema = {} AND tbl_name = {};
                      INSERT INTO {S}.capture VALUES ({}, {}, {}, {}, true);",
                     literal(&schema),
@@ -431,10 +525,13 @@ fn reconcile(
     }
     for l in &live {
         if !keep.contains(&cell(l, 0)) {
-            conn.execute_batch(&format!(
-                "UPDATE {S}.capture SET live = false WHERE shadow = {}",
-                literal(&cell(l, 0))
-            ))?;
+            internal(
+                conn,
+                &format!(
+                    "UPDATE {S}.capture SET live = false WHERE shadow = {}",
+                    literal(&cell(l, 0))
+                ),
+            )?;
         }
     }
     Ok(out)
@@ -469,7 +566,9 @@ fn create_triggers(conn: &Conn, schema: &str, table: &str, shadow: &str) -> Engi
          CREATE TRIGGER {TRIGGER_PREFIX}{shadow}_u AFTER UPDATE ON {target}
              REFERENCING OLD TABLE AS o NEW TABLE AS n FOR EACH STATEMENT
              {into} SELECT {var}, s.x, u.* FROM {stmt},
-                 (SELECT -1, * FROM o UNION ALL SELECT 1, * FROM n) AS u;"
+                 (SELECT -1, * FROM o UNION ALL SELECT 1, * FROM n) AS u;
+         {guards}",
+        guards = guard_sql(shadow, &["UPDATE", "DELETE"])
     ))?;
     Ok(())
 }
@@ -603,10 +702,13 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
             .map_err(|e| EngineError::internal(format!("change set: {e}")))?;
         let mut state = log.lock();
         let lsn = state.last_lsn + 1;
-        conn.execute_batch(&format!(
-            "INSERT INTO {S}.changes VALUES ({lsn}, {txn}, now(), {})",
-            literal(&json)
-        ))?;
+        internal(
+            conn,
+            &format!(
+                "INSERT INTO {S}.changes VALUES ({lsn}, {txn}, now(), {})",
+                literal(&json)
+            ),
+        )?;
         conn.execute_batch("COMMIT")?;
         for p in &cs.seqs {
             let e = state.shipped_seqs.entry(p.key()).or_insert(p.last);
@@ -628,7 +730,7 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
             Ok(lsn)
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            conn.rollback();
             Err(e)
         }
     }
@@ -662,16 +764,19 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
     in_transaction(conn, || {
         let done = format!("SELECT txn FROM {S}.changes WHERE lsn <= {upto}");
         for (shadow, _, _) in shadows(conn)? {
-            conn.execute_batch(&format!(
-                "DELETE FROM {S}.{} WHERE __txn IN ({done})",
-                quote(&shadow)
-            ))?;
+            internal(
+                conn,
+                &format!("DELETE FROM {S}.{} WHERE __txn IN ({done})", quote(&shadow)),
+            )?;
         }
-        conn.execute_batch(&format!(
-            "DELETE FROM {S}.ddl WHERE txn IN ({done});
+        internal(
+            conn,
+            &format!(
+                "DELETE FROM {S}.ddl WHERE txn IN ({done});
              DELETE FROM {S}.changes WHERE lsn <= {upto};
              INSERT OR REPLACE INTO {S}.meta VALUES ('pruned_lsn', '{upto}');"
-        ))?;
+            ),
+        )?;
         let retired = rows(
             conn,
             &format!("SELECT shadow FROM {S}.capture WHERE NOT live"),
@@ -683,11 +788,14 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
                 &format!("SELECT count(*) FROM {S}.{}", quote(&shadow)),
             )?;
             if n.first().map(|r| int(r, 0)) == Some(0) {
-                conn.execute_batch(&format!(
-                    "DROP TABLE {S}.{}; DELETE FROM {S}.capture WHERE shadow = {}",
-                    quote(&shadow),
-                    literal(&shadow)
-                ))?;
+                internal(
+                    conn,
+                    &format!(
+                        "DROP TABLE {S}.{}; DELETE FROM {S}.capture WHERE shadow = {}",
+                        quote(&shadow),
+                        literal(&shadow)
+                    ),
+                )?;
             }
         }
         Ok::<_, EngineError>(())
@@ -702,10 +810,13 @@ pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
         }
-        conn.execute_batch(&format!(
-            "DELETE FROM {S}.capture; DELETE FROM {S}.changes; DELETE FROM {S}.ddl;
+        internal(
+            conn,
+            &format!(
+                "DELETE FROM {S}.capture; DELETE FROM {S}.changes; DELETE FROM {S}.ddl;
              INSERT OR REPLACE INTO {S}.meta VALUES ('role', 'replica'), ('applied_lsn', '{lsn}');"
-        ))?;
+            ),
+        )?;
         Ok::<_, EngineError>(())
     })
 }

@@ -13,7 +13,7 @@ use super::capture::literal;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA;
 use super::node::Node;
-use super::{blocking, Engine};
+use super::{blocking, Caller, Engine};
 
 pub struct TableInfo {
     pub catalog: String,
@@ -227,10 +227,11 @@ impl Engine {
     /// `catalog` (all months when `None`) and concatenates the rows.
     async fn per_month<T: Send + 'static>(
         self: &Arc<Self>,
+        caller: &Caller,
         catalog: Option<&str>,
         query: impl Fn(&crate::duck::Conn, &str) -> EngineResult<Vec<T>> + Send + 'static,
     ) -> EngineResult<Vec<T>> {
-        let ids = self.months_for(catalog)?;
+        let ids = self.months_for(caller, catalog)?;
         let me = Arc::clone(self);
         blocking(move || {
             let mut out = Vec::new();
@@ -250,9 +251,10 @@ impl Engine {
     /// (month, schema) pairs.
     pub async fn db_schemas(
         self: &Arc<Self>,
+        caller: &Caller,
         catalog: Option<&str>,
     ) -> EngineResult<Vec<(String, String)>> {
-        self.per_month(catalog, |c, month| {
+        self.per_month(caller, catalog, |c, month| {
             Ok(schemas(c)?
                 .into_iter()
                 .map(|s| (month.to_string(), s))
@@ -263,39 +265,45 @@ impl Engine {
 
     pub async fn tables(
         self: &Arc<Self>,
+        caller: &Caller,
         catalog: Option<&str>,
         include_schema: bool,
     ) -> EngineResult<Vec<TableInfo>> {
-        self.per_month(catalog, move |c, month| tables(c, month, include_schema))
-            .await
+        self.per_month(caller, catalog, move |c, month| {
+            tables(c, month, include_schema)
+        })
+        .await
     }
 
     /// The columns of `schema.table` in `month`; `None` when the month or
     /// the table does not exist.
     pub async fn table_columns(
         self: &Arc<Self>,
+        caller: &Caller,
         month: &str,
         schema: &str,
         table: &str,
     ) -> EngineResult<Option<Vec<ColumnInfo>>> {
         let (schema, table) = (schema.to_string(), table.to_string());
         let cols = self
-            .per_month(Some(month), move |c, _| columns(c, &schema, &table))
+            .per_month(caller, Some(month), move |c, _| columns(c, &schema, &table))
             .await?;
         Ok((!cols.is_empty()).then_some(cols))
     }
 
     pub async fn primary_keys(
         self: &Arc<Self>,
+        caller: &Caller,
         catalog: Option<&str>,
     ) -> EngineResult<Vec<PrimaryKey>> {
-        self.per_month(catalog, primary_keys).await
+        self.per_month(caller, catalog, primary_keys).await
     }
 
     pub async fn foreign_keys(
         self: &Arc<Self>,
+        caller: &Caller,
         catalog: Option<&str>,
     ) -> EngineResult<Vec<ForeignKey>> {
-        self.per_month(catalog, foreign_keys).await
+        self.per_month(caller, catalog, foreign_keys).await
     }
 }

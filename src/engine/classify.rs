@@ -1,9 +1,24 @@
 //! What a statement is, decided by DuckDB's parser (the prepared statement's
 //! type), never by looking at the SQL text.
+//!
+//! The type is the one DuckDB gives the *prepared* statement: a PRAGMA that
+//! only reads (`table_info`, `show_tables`, `database_size`, `version`…) is
+//! rewritten by DuckDB into a query and prepares as SELECT; a PRAGMA that
+//! changes state (`force_checkpoint`, `disable_checkpoint_on_shutdown`)
+//! stays PRAGMA, and one that sets an option (`threads=1`,
+//! `enable_profiling`) prepares as SET. `CHECKPOINT` prepares as CALL.
 
-use crate::duck::StatementType;
+use std::collections::HashSet;
+use std::sync::OnceLock;
 
-use super::error::EngineError;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::duck::{Conn, StatementType};
+
+use super::catalog::rows;
+use super::error::{EngineError, EngineResult};
+use super::months::INTERNAL_SCHEMA;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {
@@ -20,7 +35,15 @@ pub enum StatementKind {
 pub fn classify(t: StatementType) -> StatementKind {
     use StatementType::*;
     match t {
-        Select | Explain | Call | Pragma => StatementKind::Read,
+        Select | Explain => StatementKind::Read,
+        Pragma => StatementKind::Forbidden(
+            "this PRAGMA changes server state and is not allowed (PRAGMAs that only read, \
+             such as table_info, show_tables, database_size, storage_info, version, work)",
+        ),
+        Call => StatementKind::Forbidden(
+            "CALL is not allowed: CHECKPOINT and other maintenance are the server's; \
+             query a table function with SELECT * FROM f(...)",
+        ),
         Insert | Update | Delete | MergeInto | Create | CreateFunc | Alter | Drop | Multi
         | Analyze | Vacuum => StatementKind::Write,
         Transaction => StatementKind::Transaction,
@@ -49,6 +72,117 @@ pub fn classify(t: StatementType) -> StatementKind {
     }
 }
 
+/// Table functions no client may call, wherever they appear: maintenance
+/// (`checkpoint()` is what `CHECKPOINT` runs), the secrets manager, and the
+/// functions that parse a string as SQL at bind time (which would hide a
+/// statement from this check).
+const DENIED_FUNCTIONS: [&str; 6] = [
+    "checkpoint",
+    "force_checkpoint",
+    "duckdb_secrets",
+    "which_secret",
+    "query",
+    "query_table",
+];
+
+/// Refuses a SELECT that calls a denied table function or names the
+/// server's bookkeeping schema. DuckDB's parser decides: the statement's
+/// parse tree (`json_serialize_sql`) is walked for table functions and base
+/// tables. Statements the serializer does not cover (PRAGMA rewrites, PIVOT)
+/// hold neither a table function call by name nor a bookkeeping table that
+/// could be named otherwise, and pass.
+pub fn guard_select(conn: &Conn, sql: &str) -> EngineResult<()> {
+    if passed().lock().contains(sql) {
+        return Ok(());
+    }
+    let q = format!(
+        "SELECT json_serialize_sql({})",
+        super::capture::literal(sql)
+    );
+    let tree = rows(conn, &q)?
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten());
+    let Some(tree) = tree.and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
+        return Ok(());
+    };
+    match denied_in(&tree) {
+        Some(why) => Err(EngineError::forbidden(why)),
+        None => {
+            remember(sql);
+            Ok(())
+        }
+    }
+}
+
+/// Statements that passed [`guard_select`] (the verdict depends on the text
+/// alone): a prepared statement run again is not parsed again. Bounded.
+fn passed() -> &'static Mutex<HashSet<String>> {
+    static PASSED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    PASSED.get_or_init(Default::default)
+}
+
+const PASSED_MAX: usize = 4096;
+const PASSED_MAX_LEN: usize = 4096;
+
+fn remember(sql: &str) {
+    if sql.len() > PASSED_MAX_LEN {
+        return;
+    }
+    let mut set = passed().lock();
+    if set.len() >= PASSED_MAX {
+        set.clear();
+    }
+    set.insert(sql.to_string());
+}
+
+fn denied_in(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(map) => {
+            let kind = map.get("type").and_then(Value::as_str);
+            if kind == Some("TABLE_FUNCTION") {
+                let name = map
+                    .get("function")
+                    .and_then(|f| f.get("function_name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if DENIED_FUNCTIONS.contains(&name.as_str()) {
+                    return Some(format!(
+                        "the table function {name}() is not allowed (maintenance, secrets and \
+                         SQL-in-a-string belong to the server)"
+                    ));
+                }
+            }
+            if kind == Some("BASE_TABLE") {
+                let schema = map.get("schema_name").and_then(Value::as_str);
+                if schema.is_some_and(|s| s.eq_ignore_ascii_case(INTERNAL_SCHEMA)) {
+                    return Some(format!(
+                        "the schema {INTERNAL_SCHEMA} holds the server's bookkeeping and is not \
+                         accessible"
+                    ));
+                }
+            }
+            map.values().find_map(denied_in)
+        }
+        Value::Array(items) => items.iter().find_map(denied_in),
+        _ => None,
+    }
+}
+
+/// What a prepared statement of `sql` is, refusing what no client may run
+/// (see [`refuse`] and [`guard_select`]).
+pub fn check(conn: &Conn, t: StatementType, sql: &str) -> EngineResult<StatementKind> {
+    let kind = classify(t);
+    if let Some(e) = refuse(kind) {
+        return Err(e);
+    }
+    if t == StatementType::Select {
+        guard_select(conn, sql)?;
+    }
+    Ok(kind)
+}
+
 /// The error for a statement kind a caller may not run.
 pub fn refuse(kind: StatementKind) -> Option<EngineError> {
     match kind {
@@ -57,5 +191,38 @@ pub fn refuse(kind: StatementKind) -> Option<EngineError> {
             "BEGIN/COMMIT/ROLLBACK in SQL are not supported: use Flight SQL transactions (BeginTransaction/EndTransaction, e.g. ADBC autocommit=False)",
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duck::Database;
+
+    #[test]
+    fn guard_refuses_denied_functions_and_bookkeeping() {
+        let db = Database::scratch().unwrap();
+        let conn = db.connect().unwrap();
+        for sql in [
+            "SELECT * FROM checkpoint()",
+            "SELECT * FROM system.main.force_checkpoint()",
+            "WITH x AS (SELECT * FROM duckdb_secrets()) SELECT * FROM x",
+            "SELECT (SELECT count(*) FROM __duckflock.changes)",
+            "SELECT * FROM query('SELECT 1')",
+            "SELECT * FROM \"__DUCKFLOCK\".t",
+            "SELECT 1 UNION ALL SELECT * FROM which_secret('s3://x', 's3')",
+        ] {
+            let e = guard_select(&conn, sql).unwrap_err();
+            assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SELECT * FROM range(3)",
+            "SELECT 'checkpoint()' AS s",
+            "SELECT * FROM main.checkpoints",
+            "PRAGMA table_info('t')",
+        ] {
+            assert!(guard_select(&conn, sql).is_ok(), "{sql}");
+        }
     }
 }

@@ -16,19 +16,27 @@ use super::error::{EngineError, EngineResult};
 use super::exec::{self, CHANNEL_DEPTH};
 use super::month::MonthId;
 use super::months::Month;
-use super::{blocking, BatchStream, Engine};
+use super::{blocking, BatchStream, Caller, Engine, Role};
+
+/// Most months one cross-month read may open (each is 1 + `--replicas`
+/// DuckDB files and their threads).
+pub const MAX_MONTHS_PER_READ: usize = 120;
 
 /// The months a `x-duckflock-months` value names that exist (in order,
-/// without repeats). Names that are not months are an error; months that do
-/// not exist yet hold no data and are skipped.
-fn select_months(engine: &Engine, spec: &str) -> EngineResult<Vec<MonthId>> {
+/// without repeats), at most [`MAX_MONTHS_PER_READ`]. Names that are not
+/// months are an error; months that do not exist yet hold no data and are
+/// skipped.
+fn select_months(engine: &Engine, caller: &Caller, spec: &str) -> EngineResult<Vec<MonthId>> {
     let spec = spec.trim();
     let months = if spec.eq_ignore_ascii_case("all") {
-        engine.months.ids()
+        let mut ids = engine.months.ids();
+        ids.retain(|m| caller.may_use(*m));
+        ids
     } else {
         let mut ids: Vec<MonthId> = Vec::new();
         for part in spec.split(',') {
             let id: MonthId = part.trim().parse()?;
+            caller.require_month(id)?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -41,6 +49,16 @@ fn select_months(engine: &Engine, spec: &str) -> EngineResult<Vec<MonthId>> {
         return Err(EngineError::not_found(format!(
             "no existing month matches '{spec}'"
         )));
+    }
+    if months.len() > MAX_MONTHS_PER_READ {
+        return Err(EngineError::new(
+            super::error::ErrorClass::ResourceExhausted,
+            format!(
+                "x-duckflock-months selects {} months, more than one read may open \
+                 ({MAX_MONTHS_PER_READ}): name the months (YYYY-MM,YYYY-MM,...) instead",
+                months.len()
+            ),
+        ));
     }
     Ok(months)
 }
@@ -93,10 +111,12 @@ impl Engine {
     /// everywhere. Returns the unified result schema.
     pub(super) async fn plan_cross_month(
         self: &Arc<Self>,
+        caller: &Caller,
         spec: &str,
         sql: &str,
     ) -> EngineResult<CrossMonthPlan> {
-        let ids = select_months(self, spec)?;
+        caller.require(Role::Reader, "a query")?;
+        let ids = select_months(self, caller, spec)?;
         let sql = sql.to_string();
         let me = Arc::clone(self);
         let (months, schemas, parameter_schema) = blocking(move || {
@@ -144,11 +164,12 @@ impl Engine {
     /// each through the same bounded channel.
     pub(super) async fn stream_cross_month(
         self: &Arc<Self>,
+        ctx: &super::CallContext,
         spec: &str,
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<BatchStream> {
-        let plan = self.plan_cross_month(spec, sql).await?;
+        let plan = self.plan_cross_month(&ctx.caller, spec, sql).await?;
         let unified = Arc::clone(&plan.schema);
         // Each month is read on a random healthy replica (else its primary).
         let picks: Vec<(Arc<Month>, Arc<super::node::Node>, usize)> = plan
@@ -166,9 +187,12 @@ impl Engine {
             .join(",");
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         let sql = sql.to_string();
-        // One deadline for the whole cross-month statement.
-        let deadline = self.deadline();
+        // One deadline and one turn for the whole cross-month statement
+        // (its months are read one after another).
+        let deadline = self.deadline(ctx);
+        let turn = self.turn().await?;
         tokio::spawn(async move {
+            let _turn = turn;
             for (m, node, _) in picks {
                 let month = m.id.to_string();
                 let lease = match node.lease() {
@@ -184,6 +208,7 @@ impl Engine {
                     params.clone(),
                     exec::Mode::ReadOnly,
                     deadline.clone(),
+                    None,
                 );
                 match schema_rx.await {
                     Ok(Ok(_)) => {}

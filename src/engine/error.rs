@@ -12,6 +12,8 @@ pub enum ErrorClass {
     Aborted,
     ResourceExhausted,
     PermissionDenied,
+    /// No (valid) credentials.
+    Unauthenticated,
     Cancelled,
     DeadlineExceeded,
     Unavailable,
@@ -50,6 +52,10 @@ impl EngineError {
     }
 }
 
+/// What a guard trigger says when a client writes the bookkeeping tables.
+pub const BOOKKEEPING_REFUSAL: &str =
+    "schema __duckflock is the server's own bookkeeping, which clients may not write";
+
 impl From<DuckError> for EngineError {
     fn from(e: DuckError) -> Self {
         use DuckErrorKind::*;
@@ -57,6 +63,13 @@ impl From<DuckError> for EngineError {
             // A table function's refusal to open a file (read_xlsx) comes
             // back from DuckDB as a binder error carrying the sandbox's.
             Binder if e.message.contains("Permission Error: ") => ErrorClass::PermissionDenied,
+            // A setting changed through a function (`CALL enable_logging()`)
+            // meets DuckDB's `lock_configuration`, which reports it as input.
+            InvalidInput if e.message.contains("the configuration has been locked") => {
+                ErrorClass::PermissionDenied
+            }
+            // A guard trigger of the bookkeeping tables (`capture::guard`).
+            InvalidInput if e.message.contains(BOOKKEEPING_REFUSAL) => ErrorClass::PermissionDenied,
             Parser | Binder | Conversion | InvalidInput | NotImplemented => {
                 ErrorClass::InvalidArgument
             }

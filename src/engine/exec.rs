@@ -12,7 +12,7 @@ use crate::duck::{bind_row, Conn, Prepared, StatementType};
 
 use super::capture;
 use super::changelog::ChangeLog;
-use super::classify::{classify, refuse, StatementKind};
+use super::classify::{check, StatementKind};
 use super::deadline::Deadline;
 use super::error::{EngineError, EngineResult, ErrorClass};
 use super::node::Lease;
@@ -127,9 +127,7 @@ pub fn run_each(
         .prepare(conn, 0)
         .map_err(|e| explain_capture_error(e.into()))?;
     let st = stmt.statement_type();
-    if let Some(e) = refuse(classify(st)) {
-        return Err(e);
-    }
+    check(conn, st, sql)?;
     if is_ddl(st) {
         return Err(EngineError::invalid(
             "DDL takes no parameter rows: send it as a statement of its own",
@@ -157,7 +155,7 @@ pub fn run_each(
         let done = match ran {
             Ok(n) => capture::commit(conn, txn, log).map(|l| (n, l)),
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                conn.rollback();
                 Err(e)
             }
         };
@@ -279,24 +277,40 @@ fn wrong_node(e: EngineError) -> EngineError {
 
 /// Starts an execution on a blocking thread. The schema arrives first (or
 /// the error) with the LSN a write committed, then batches; the thread stops
-/// when the receiver is dropped, or when `deadline` passes.
+/// when the receiver is dropped, or when `deadline` passes. `turn` (the
+/// statement's admission) is given back when the statement ends.
 #[allow(clippy::type_complexity)]
 pub fn spawn_stream(
     mut lease: Lease,
     sql: String,
     params: Vec<RecordBatch>,
     mode: Mode,
-    deadline: Option<Deadline>,
+    deadline: Deadline,
+    turn: Option<super::admission::Turn>,
 ) -> (
     oneshot::Receiver<EngineResult<(SchemaRef, Option<u64>)>>,
     mpsc::Receiver<EngineResult<RecordBatch>>,
 ) {
     let (schema_tx, schema_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    // A client that goes away (drops the result, cancels the call, closes
+    // its connection) drops the receiving side: DuckDB is interrupted at
+    // once, not when it next has a batch to send. The watcher's sender
+    // clone lives until the statement ends, then the stream ends.
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let (watch_tx, watch) = (tx.clone(), deadline.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = watch_tx.closed() => watch.cancel(),
+            _ = done_rx => {}
+        }
+    });
     tokio::task::spawn_blocking(move || {
+        let _done = done_tx;
+        let _turn = turn;
         let mut schema_tx = Some(schema_tx);
         let outcome = lease.with(|conn| {
-            Deadline::run(deadline.as_ref(), conn, |conn| {
+            Deadline::run(Some(&deadline), conn, |conn| {
                 run_on(conn, &sql, &params, &mode, &mut schema_tx, &tx)
             })
         });
@@ -333,16 +347,13 @@ fn run_on(
                     return Err(EngineError::new(ErrorClass::WrongNode, "script"));
                 }
                 let stmt = script.prepare(conn, 0)?;
-                let kind = classify(stmt.statement_type());
-                if let Some(e) = refuse(kind) {
-                    return Err(e);
-                }
+                let kind = check(conn, stmt.statement_type(), sql)?;
                 if kind != StatementKind::Read {
                     return Err(EngineError::new(ErrorClass::WrongNode, "write"));
                 }
                 stream_prepared(stmt, params, None, schema_tx, tx)
             })();
-            let _ = conn.execute_batch("ROLLBACK");
+            conn.rollback();
             out.map_err(wrong_node)
         }
         Mode::Primary { log, txn } => {
@@ -351,15 +362,12 @@ fn run_on(
                 let stmt = script
                     .prepare(conn, 0)
                     .map_err(|e| explain_capture_error(e.into()))?;
-                let kind = classify(stmt.statement_type());
-                if let Some(e) = refuse(kind) {
-                    return Err(e);
-                }
+                let kind = check(conn, stmt.statement_type(), sql)?;
                 if kind == StatementKind::Read && !reads_write(&stmt) {
                     return stream_prepared(stmt, params, None, schema_tx, tx);
                 }
             }
-            let w = write(conn, sql, params, log, *txn)?;
+            let w = write(conn, sql, params, log, *txn, Results::Rows)?;
             if let Some(s) = schema_tx.take() {
                 let _ = s.send(Ok((w.schema, w.lsn)));
             }
@@ -419,9 +427,26 @@ pub fn write(
     params: &[RecordBatch],
     log: &ChangeLog,
     txn: Option<u64>,
+    results: Results,
 ) -> EngineResult<Written> {
-    captured(conn, log, txn, |id| run_statements(conn, sql, params, id))
+    captured(conn, log, txn, |id| {
+        run_statements(conn, sql, params, id, results)
+    })
 }
+
+/// What a write hands back besides its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Results {
+    /// Only the count (DoPut updates, HTTP modify): rows a statement
+    /// answers (`RETURNING`, a SELECT sent as an update) are not kept.
+    Count,
+    /// Its rows too, at most [`MAX_WRITE_RESULT_BYTES`] of them: they are
+    /// collected before the commit, outside DuckDB's memory limit.
+    Rows,
+}
+
+/// Most bytes of rows a write answers through the query path.
+pub const MAX_WRITE_RESULT_BYTES: usize = 64 << 20;
 
 /// Runs `f` (given the capture id) in the enclosing Flight SQL transaction
 /// `txn`, or in its own captured transaction that commits with its change
@@ -445,7 +470,7 @@ pub(super) fn captured<T: Committed>(
         }
         Err(e) => {
             if own {
-                let _ = conn.execute_batch("ROLLBACK");
+                conn.rollback();
             }
             Err(e)
         }
@@ -464,9 +489,32 @@ pub(super) fn ddl<T>(
     creates: bool,
     run: impl FnOnce() -> EngineResult<T>,
 ) -> EngineResult<T> {
+    // Whatever it made (a temp table among them) stays with this client:
+    // a pooled connection is closed after use, a session's kept.
+    conn.mark_spent();
     let before = capture::catalog_fingerprint(conn)?;
+    let internal = capture::internal_fingerprint(conn)?;
     let oids = capture::before_ddl(conn)?;
     let out = run()?;
+    // DuckDB has no grants: what a client's DDL may not do is checked on
+    // what it did, inside its transaction (rolled back by the caller).
+    let refused = if capture::internal_fingerprint(conn)? != internal {
+        Some(format!(
+            "the schema {} holds the server's bookkeeping and cannot be changed",
+            super::months::INTERNAL_SCHEMA
+        ))
+    } else if capture::has_secrets(conn)? {
+        Some("CREATE SECRET is not allowed: the server holds no credentials for clients".into())
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        // Also inside a client's transaction: nothing of it may commit.
+        conn.rollback();
+        return Err(EngineError::forbidden(format!(
+            "{why} (the statement's transaction was rolled back)"
+        )));
+    }
     let after = capture::catalog_fingerprint(conn)?;
     capture::after_ddl(conn, txn, sql, creates, before != after, &oids)?;
     Ok(out)
@@ -492,15 +540,14 @@ fn run_statements(
     sql: &str,
     params: &[RecordBatch],
     txn: u64,
+    results: Results,
 ) -> EngineResult<Written> {
     let script = conn.extract(sql)?;
     let n = script.len();
     for i in 0..n {
         let mut stmt = script.prepare(conn, i)?;
         let st = stmt.statement_type();
-        if let Some(e) = refuse(classify(st)) {
-            return Err(e);
-        }
+        check(conn, st, sql)?;
         if is_ddl(st) {
             if n > 1 {
                 return Err(EngineError::invalid(
@@ -511,7 +558,9 @@ fn run_statements(
                 return Err(EngineError::invalid("DDL takes no parameters"));
             }
             let creates = st == StatementType::Create;
-            let mut w = ddl(conn, txn, sql, creates, || collect(&mut stmt, &[]))?;
+            let mut w = ddl(conn, txn, sql, creates, || {
+                collect(&mut stmt, &[], Results::Count)
+            })?;
             w.changed = 0;
             return Ok(w);
         }
@@ -519,24 +568,44 @@ fn run_statements(
             stmt.execute()?;
             continue;
         }
-        return collect(&mut stmt, params);
+        return collect(&mut stmt, params, results);
     }
     Err(EngineError::invalid(
         "Parser Error: no statement to execute",
     ))
 }
 
-/// Executes a statement once per parameter row, collecting results.
-fn collect(stmt: &mut Prepared<'_>, params: &[RecordBatch]) -> EngineResult<Written> {
+/// Executes a statement once per parameter row, collecting its count and,
+/// for [`Results::Rows`], its results (bounded).
+fn collect(
+    stmt: &mut Prepared<'_>,
+    params: &[RecordBatch],
+    results: Results,
+) -> EngineResult<Written> {
     let mut schema = None;
     let mut batches = Vec::new();
-    let mut changed = 0u64;
+    let (mut changed, mut held) = (0u64, 0usize);
     for row in param_rows(params) {
         bind(stmt, row)?;
         let mut res = stmt.execute_owned()?;
         changed += res.rows_changed();
         schema.get_or_insert_with(|| res.schema());
+        if results == Results::Count {
+            continue;
+        }
         while let Some(b) = res.next_batch()? {
+            held += b.get_array_memory_size();
+            if held > MAX_WRITE_RESULT_BYTES {
+                return Err(EngineError::new(
+                    ErrorClass::ResourceExhausted,
+                    format!(
+                        "the rows this write answers exceed {} MiB (they are held until it \
+                         commits): select fewer columns in RETURNING, or read them with a query \
+                         after the write",
+                        MAX_WRITE_RESULT_BYTES >> 20
+                    ),
+                ));
+            }
             batches.push(b);
         }
     }
@@ -581,7 +650,7 @@ pub fn run_update_with_ids(
 ) -> EngineResult<WithIds> {
     let (log, txn) = mode.primary()?;
     captured(conn, log, txn, |id| {
-        let written = run_statements(conn, sql, params, id)?;
+        let written = run_statements(conn, sql, params, id, Results::Count)?;
         let ids = if written.changed > 0 {
             capture::inserted_ids(conn, id, limit)?
         } else {
@@ -598,7 +667,8 @@ pub fn run_update(
     sql: &str,
     params: &[RecordBatch],
     mode: &Mode,
+    results: Results,
 ) -> EngineResult<Written> {
     let (log, txn) = mode.primary()?;
-    write(conn, sql, params, log, txn)
+    write(conn, sql, params, log, txn, results)
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::error::{EngineError, EngineResult, ErrorClass};
 use super::files::FileEntry;
-use super::{blocking, CallContext, Engine, Prefer};
+use super::{blocking, CallContext, Caller, Engine, Prefer, Role};
 use crate::engine::exec::Mode;
 
 /// Longest export name.
@@ -211,6 +211,7 @@ impl Engine {
         format: ExportFormat,
         name: Option<&str>,
     ) -> EngineResult<Exported> {
+        ctx.caller.require(Role::Writer, "export")?;
         let name = export_name(name, format)?;
         let dir = self.cfg.files.export_dir().to_path_buf();
         let dest = dir.join(&name);
@@ -225,9 +226,11 @@ impl Engine {
         let ctx = CallContext {
             month: ctx.month.clone(),
             token: ctx.token.clone(),
+            caller: ctx.caller.clone(),
             ..CallContext::default()
         };
         let month = self.resolve_month(&ctx)?;
+        let turn = self.turn().await?;
         let mut routed = self
             .lease_for(&ctx, month, Some(query), Prefer::Replica)
             .await?;
@@ -235,7 +238,7 @@ impl Engine {
         // READ ONLY transaction).
         routed.mode = Mode::ReadOnly;
         let stream = self
-            .stream_on(routed, query, Vec::new())
+            .stream_on(routed, query, Vec::new(), Some(turn), self.deadline(&ctx))
             .await
             .map_err(|e| match e.class {
                 ErrorClass::WrongNode => EngineError::invalid(format!(
@@ -269,13 +272,15 @@ impl Engine {
     }
 
     /// The files in the export dir.
-    pub async fn list_exports(&self) -> EngineResult<Vec<FileEntry>> {
+    pub async fn list_exports(&self, caller: &Caller) -> EngineResult<Vec<FileEntry>> {
+        caller.require(Role::Writer, "list_exports")?;
         let dir = self.cfg.files.export_dir().to_path_buf();
         blocking(move || super::files::list_flat(&dir)).await
     }
 
     /// The path of export `name` (one that exists).
-    pub fn export_path(&self, name: &str) -> EngineResult<PathBuf> {
+    pub fn export_path(&self, caller: &Caller, name: &str) -> EngineResult<PathBuf> {
+        caller.require(Role::Writer, "reading an export")?;
         let path = self.cfg.files.export_dir().join(name);
         if !plain_name(name) || !path.is_file() {
             return Err(EngineError::not_found(format!("no export named '{name}'")));

@@ -6,7 +6,9 @@
 //! primary; a month that does not exist yet is created by its first write,
 //! and reads on it are answered by an empty scratch database.
 
+mod access;
 mod admin;
+mod admission;
 mod apply;
 mod capture;
 mod catalog;
@@ -42,6 +44,7 @@ use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+pub use access::{glob_match, Caller, Principal, Role};
 pub use admin::{HealthReport, MonthStatus, NodeStatus, SyncStatus};
 pub use catalog::{ColumnInfo, ForeignKey, PrimaryKey, TableInfo};
 pub use classify::StatementKind;
@@ -53,11 +56,11 @@ pub use ingest::{IfExists, IfMissing, IngestTarget};
 pub use month::MonthId;
 pub use months::INTERNAL_SCHEMA;
 pub use replica::Verified;
+pub use sessions::SessionInfo;
 pub use tables::{ColumnSpec, TableCreated};
 pub use verify::{ReplicaCheck, VerifyReport};
 
 use crate::duck::{DbOptions, FilesSetting};
-use classify::classify;
 use deadline::Deadline;
 use months::MonthRegistry;
 use node::Lease;
@@ -91,6 +94,15 @@ pub struct EngineConfig {
     pub files: files::FileAccess,
     /// Bytes of spill space for all open files (`None`: DuckDB's default).
     pub max_temp_size: Option<u64>,
+    /// Most months that may exist (`None`: no limit).
+    pub max_months: Option<usize>,
+    /// Most sessions and transactions open at once, admins' aside.
+    pub max_sessions: Option<usize>,
+    /// Most of them one user may hold.
+    pub max_sessions_per_user: Option<usize>,
+    /// Most statements streaming at once, and most waiting for a turn.
+    pub max_concurrent_queries: usize,
+    pub max_queued_queries: usize,
 }
 
 /// Who is calling and in which context; built by the protocol layers from
@@ -108,6 +120,17 @@ pub struct CallContext {
     /// Raw `x-duckflock-token` header: read only from a node holding that
     /// write.
     pub token: Option<String>,
+    /// Who is calling (the default, nobody, is refused everywhere).
+    pub caller: Caller,
+}
+
+/// Whether a statement waits for one of the `--max-concurrent-queries`
+/// turns before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    Turn,
+    /// Writes: readers must never hold them up.
+    Exempt,
 }
 
 /// A statement that started executing: its result waits under `id` for the
@@ -186,9 +209,14 @@ pub struct Engine {
     keywords: Vec<String>,
     /// Held while replicas are verified (one verification at a time).
     verifying: Mutex<()>,
+    /// Turns for statements that stream results.
+    admission: admission::Admission,
     /// When the janitor last started a verification pass.
     last_verify: Mutex<Instant>,
 }
+
+/// How long a started result stays safe from [`Engine::turn`]'s eviction.
+const UNFETCHED_GRACE: Duration = Duration::from_secs(1);
 
 /// Results started but not yet fetched, at most (see [`Engine::park`]).
 const MAX_PARKED: usize = 256;
@@ -229,10 +257,14 @@ impl Engine {
             cfg.max_temp_size,
             cfg.replicas,
             cfg.apply_delay,
+            cfg.max_months,
         )?;
         let keywords = catalog::keywords(months.void())?;
         let session_timeout = cfg.session_timeout;
+        let admission =
+            admission::Admission::new(cfg.max_concurrent_queries, cfg.max_queued_queries);
         Ok(Arc::new(Engine {
+            admission,
             cfg,
             months,
             state: State::default(),
@@ -269,10 +301,11 @@ impl Engine {
         }
     }
 
-    /// A deadline for one statement per `--query-timeout` (must be called
-    /// on the runtime: it starts a timer task).
-    fn deadline(&self) -> Option<Deadline> {
-        Deadline::start(self.cfg.query_timeout)
+    /// A deadline for one statement of this call, per the session's
+    /// `query_timeout` or `--query-timeout` (must be called on the runtime:
+    /// it starts a timer task).
+    fn deadline(&self, ctx: &CallContext) -> Deadline {
+        Deadline::start(self.query_timeout(ctx))
     }
 
     /// Expires idle sessions, transactions, prepared statements and parked
@@ -313,13 +346,18 @@ impl Engine {
 
     /// The files SQL can read in place (`--files-dir`), walked on a
     /// blocking thread.
-    pub async fn list_files(&self) -> EngineResult<Vec<files::FileEntry>> {
+    pub async fn list_files(&self, caller: &Caller) -> EngineResult<Vec<files::FileEntry>> {
+        caller.require(Role::Reader, "listing files")?;
         let access = self.cfg.files.clone();
         blocking(move || access.list()).await
     }
 
-    pub fn months(&self) -> Vec<MonthId> {
-        self.months.ids()
+    /// The months that exist and the caller may see.
+    pub fn list_months(&self, caller: &Caller) -> EngineResult<Vec<MonthId>> {
+        caller.require(Role::Reader, "listing months")?;
+        let mut ids = self.months.ids();
+        ids.retain(|m| caller.may_use(*m));
+        Ok(ids)
     }
 
     /// Checkpoints every primary (graceful shutdown).
@@ -339,6 +377,12 @@ impl Engine {
     /// The month a call runs against: header, else session catalog, else the
     /// current month in the server's time zone.
     pub fn resolve_month(&self, ctx: &CallContext) -> EngineResult<MonthId> {
+        let month = self.month_of(ctx)?;
+        ctx.caller.require_month(month)?;
+        Ok(month)
+    }
+
+    fn month_of(&self, ctx: &CallContext) -> EngineResult<MonthId> {
         if let Some(txn) = &ctx.transaction {
             if let Some(t) = self.state.transactions.lock().get(txn) {
                 return Ok(t.month);
@@ -366,15 +410,34 @@ impl Engine {
         sql: Option<&str>,
         prefer: Prefer,
     ) -> EngineResult<Routed> {
+        let mut routed = self.route(ctx, month, sql, prefer).await?;
+        // A reader's statement runs read-only wherever it lands: a write
+        // then fails as on a replica, and the caller names the role it needs.
+        if !ctx.caller.has(Role::Writer) {
+            routed.mode = Mode::ReadOnly;
+        }
+        Ok(routed)
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        month: MonthId,
+        sql: Option<&str>,
+        prefer: Prefer,
+    ) -> EngineResult<Routed> {
         let primary = format!("{month}/node_0");
         if let Some(txn) = &ctx.transaction {
             let (conn, capture_id, txn_month) = {
                 let mut txns = self.state.transactions.lock();
-                let t = txns.get_mut(txn).ok_or_else(|| {
-                    EngineError::not_found(format!(
-                        "transaction {txn} does not exist (expired or ended)"
-                    ))
-                })?;
+                let t = txns
+                    .get_mut(txn)
+                    .filter(|t| t.owner == ctx.caller.user())
+                    .ok_or_else(|| {
+                        EngineError::not_found(format!(
+                            "transaction {txn} does not exist (expired or ended)"
+                        ))
+                    })?;
                 t.last_used = Instant::now();
                 (Arc::clone(&t.conn), t.capture_id, t.month)
             };
@@ -395,6 +458,8 @@ impl Engine {
             Some(m) => m,
             None => {
                 let writes = match sql {
+                    // A reader never creates a month.
+                    _ if !ctx.caller.has(Role::Writer) => false,
                     _ if prefer == Prefer::Write => true,
                     Some(sql) => {
                         let void = Arc::clone(self.months.void());
@@ -426,7 +491,10 @@ impl Engine {
         if let Some(sid) = &ctx.session {
             let conn = {
                 let mut sessions = self.state.sessions.lock();
-                match sessions.get_mut(sid) {
+                match sessions
+                    .get_mut(sid)
+                    .filter(|s| s.owner == ctx.caller.user())
+                {
                     Some(s) => {
                         s.last_used = Instant::now();
                         Some(match s.conns.get(&month) {
@@ -511,11 +579,21 @@ impl Engine {
 
     /// Months matching an optional exact catalog name (an invalid name is an
     /// error, never a path).
-    pub(super) fn months_for(&self, catalog: Option<&str>) -> EngineResult<Vec<MonthId>> {
+    pub(super) fn months_for(
+        &self,
+        caller: &Caller,
+        catalog: Option<&str>,
+    ) -> EngineResult<Vec<MonthId>> {
+        caller.require(Role::Reader, "this call")?;
         match catalog {
-            None => Ok(self.months.ids()),
+            None => {
+                let mut ids = self.months.ids();
+                ids.retain(|m| caller.may_use(*m));
+                Ok(ids)
+            }
             Some(c) => {
                 let id: MonthId = c.parse()?;
+                caller.require_month(id)?;
                 Ok(self.months.exists(id).then_some(id).into_iter().collect())
             }
         }
@@ -533,10 +611,10 @@ impl Engine {
         sql: &str,
     ) -> EngineResult<Planned> {
         let stream = self.stream_query(ctx, sql, Vec::new()).await?;
-        Ok(self.park(stream))
+        Ok(self.park(&ctx.caller, stream))
     }
 
-    fn park(&self, stream: BatchStream) -> Planned {
+    fn park(&self, caller: &Caller, stream: BatchStream) -> Planned {
         let id = new_id();
         let schema = Arc::clone(&stream.schema);
         let node = stream.node.clone();
@@ -548,6 +626,7 @@ impl Engine {
                 Parked {
                     stream,
                     created: Instant::now(),
+                    owner: caller.user().to_string(),
                 },
             );
             // Each unfetched result holds a connection and a blocking thread:
@@ -572,16 +651,53 @@ impl Engine {
         }
     }
 
-    /// Takes a parked result (each can be fetched once).
-    pub fn take_parked(&self, id: &str) -> EngineResult<BatchStream> {
-        self.state
-            .parked
-            .lock()
-            .remove(id)
-            .map(|p| p.stream)
-            .ok_or_else(|| {
-                EngineError::not_found("result not found: it was already fetched or expired")
-            })
+    /// One of the `--max-concurrent-queries` turns. While none is free, the
+    /// oldest result nobody has fetched for [`UNFETCHED_GRACE`] is dropped
+    /// (its fetch then fails with NOT_FOUND): unread results must not keep
+    /// everyone else waiting.
+    async fn turn(&self) -> EngineResult<admission::Turn> {
+        self.admission.enter(|| self.drop_unfetched()).await
+    }
+
+    /// Drops the oldest parked result older than [`UNFETCHED_GRACE`].
+    fn drop_unfetched(&self) -> bool {
+        let dropped = {
+            let mut parked = self.state.parked.lock();
+            let oldest = parked
+                .iter()
+                .filter(|(_, p)| p.created.elapsed() >= UNFETCHED_GRACE)
+                .min_by_key(|(_, p)| p.created)
+                .map(|(k, _)| k.clone());
+            oldest.and_then(|k| parked.remove(&k))
+        };
+        let any = dropped.is_some();
+        drop(dropped); // outside the lock: dropping stops the producer
+        any
+    }
+
+    /// Drops a result not fetched yet, which stops its statement; false when
+    /// there is none (fetched, ended, or another user's).
+    pub fn cancel_result(&self, caller: &Caller, id: &str) -> bool {
+        match self.take_parked(caller, id) {
+            Ok(stream) => {
+                drop(stream);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Takes a parked result (each can be fetched once, by its caller).
+    pub fn take_parked(&self, caller: &Caller, id: &str) -> EngineResult<BatchStream> {
+        caller.require(Role::Reader, "fetching a result")?;
+        let mut parked = self.state.parked.lock();
+        match parked.get(id) {
+            Some(p) if p.owner == caller.user() => Ok(parked.remove(id).map(|p| p.stream)),
+            _ => Err(EngineError::not_found(
+                "result not found: it was already fetched or expired",
+            )),
+        }?
+        .ok_or_else(|| EngineError::internal("parked result vanished"))
     }
 
     /// Executes a statement and returns its result stream once DuckDB has
@@ -594,26 +710,60 @@ impl Engine {
         sql: &str,
         params: Vec<RecordBatch>,
     ) -> EngineResult<BatchStream> {
+        self.stream_query_as(ctx, sql, params, Admit::Turn).await
+    }
+
+    /// [`Engine::stream_query`], with or without waiting for a query turn
+    /// (`--max-concurrent-queries`). A statement first tried on a replica
+    /// holds a turn until it is found to be a write; its run on the
+    /// primary then needs none.
+    pub(super) async fn stream_query_as(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        sql: &str,
+        params: Vec<RecordBatch>,
+        admit: Admit,
+    ) -> EngineResult<BatchStream> {
+        ctx.caller.require(Role::Reader, "a query")?;
+        tracing::debug!(target: "duckflock::access", user = ctx.caller.user(), sql, "query");
         if let Some(spec) = &ctx.months {
             if ctx.transaction.is_some() {
                 return Err(EngineError::invalid(
                     "x-duckflock-months cannot be used inside a transaction",
                 ));
             }
-            return self.stream_cross_month(spec, sql, params).await;
+            return self.stream_cross_month(ctx, spec, sql, params).await;
         }
         let month = self.resolve_month(ctx)?;
+        // The turn comes before the connection: a waiting query holds none.
+        let turn = match admit {
+            Admit::Turn => Some(self.turn().await?),
+            Admit::Exempt => None,
+        };
         let routed = self
             .lease_for(ctx, month, Some(sql), Prefer::Replica)
             .await?;
-        let replica_read = routed.node != SCRATCH_NODE && matches!(routed.mode, Mode::ReadOnly);
-        match self.stream_on(routed, sql, params.clone()).await {
+        let replica_read = routed.node != SCRATCH_NODE && !routed.node.ends_with("/node_0");
+        let first = self
+            .stream_on(routed, sql, params.clone(), turn, self.deadline(ctx))
+            .await;
+        let result = match first {
             Err(e) if e.class == ErrorClass::WrongNode && replica_read => {
+                let turn = None;
                 let routed = self
                     .lease_for(ctx, month, Some(sql), Prefer::Primary)
                     .await?;
-                self.stream_on(routed, sql, params).await
+                self.stream_on(routed, sql, params, turn, self.deadline(ctx))
+                    .await
             }
+            other => other,
+        };
+        match result {
+            Err(e) if e.class == ErrorClass::WrongNode && !ctx.caller.has(Role::Writer) => Err(ctx
+                .caller
+                .require(Role::Writer, "this statement (it writes)")
+                .err()
+                .unwrap_or(e)),
             Err(e) if e.class == ErrorClass::WrongNode => Err(EngineError::new(
                 ErrorClass::FailedPrecondition,
                 format!(
@@ -630,6 +780,8 @@ impl Engine {
         routed: Routed,
         sql: &str,
         params: Vec<RecordBatch>,
+        turn: Option<admission::Turn>,
+        deadline: Deadline,
     ) -> EngineResult<BatchStream> {
         let Routed {
             lease,
@@ -638,7 +790,7 @@ impl Engine {
             month,
         } = routed;
         let (schema_rx, rx) =
-            exec::spawn_stream(lease, sql.to_string(), params, mode, self.deadline());
+            exec::spawn_stream(lease, sql.to_string(), params, mode, deadline, turn);
         let (schema, lsn) = schema_rx
             .await
             .map_err(|_| EngineError::internal("execution ended without a result"))??;
@@ -658,7 +810,7 @@ impl Engine {
         let owned = sql.to_string();
         let (w, _, token) = self
             .run_to_end(ctx, Some(sql), move |conn, mode| {
-                exec::run_update(conn, &owned, &params, mode)
+                exec::run_update(conn, &owned, &params, mode, exec::Results::Count)
             })
             .await?;
         Ok((w.changed, token))
@@ -692,6 +844,10 @@ impl Engine {
         sql: Option<&str>,
         f: impl FnOnce(&crate::duck::Conn, &Mode) -> EngineResult<T> + Send + 'static,
     ) -> EngineResult<(T, String, Option<String>)> {
+        ctx.caller.require(Role::Writer, "a write")?;
+        if let Some(sql) = sql {
+            tracing::debug!(target: "duckflock::access", user = ctx.caller.user(), sql, "write");
+        }
         if ctx.months.is_some() {
             return Err(EngineError::invalid(
                 "x-duckflock-months is for read statements only",
@@ -715,9 +871,9 @@ impl Engine {
                 },
             )
             .await?;
-        let deadline = self.deadline();
+        let deadline = self.deadline(ctx);
         let out = blocking(move || {
-            lease.with(|conn| Deadline::run(deadline.as_ref(), conn, |conn| f(conn, &mode)))
+            lease.with(|conn| Deadline::run(Some(&deadline), conn, |conn| f(conn, &mode)))
         })
         .await?;
         let token = token(month.as_deref(), out.lsn());
@@ -900,9 +1056,6 @@ fn first_is_write(conn: &crate::duck::Conn, sql: &str) -> EngineResult<bool> {
         return Ok(true);
     }
     let stmt = script.prepare(conn, 0)?;
-    let kind = classify(stmt.statement_type());
-    if let Some(e) = classify::refuse(kind) {
-        return Err(e);
-    }
+    let kind = classify::check(conn, stmt.statement_type(), sql)?;
     Ok(kind == StatementKind::Write)
 }

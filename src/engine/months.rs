@@ -15,7 +15,7 @@ use crate::duck::DbOptions;
 
 use super::capture;
 use super::changelog::ChangeLog;
-use super::error::{EngineError, EngineResult};
+use super::error::{EngineError, EngineResult, ErrorClass};
 use super::lending;
 use super::month::MonthId;
 use super::node::{memory_setting, Node};
@@ -109,6 +109,8 @@ pub struct MonthRegistry {
     /// Serialises opening, creating and closing, so a file is opened once.
     lifecycle: Mutex<()>,
     void: Arc<Node>,
+    /// Most months that may exist (`--max-months`).
+    max_months: Option<usize>,
 }
 
 impl MonthRegistry {
@@ -120,6 +122,7 @@ impl MonthRegistry {
         temp_budget: Option<u64>,
         replicas: usize,
         apply_delay: Duration,
+        max_months: Option<usize>,
     ) -> EngineResult<Self> {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             EngineError::internal(format!(
@@ -159,6 +162,7 @@ impl MonthRegistry {
             open: Mutex::new(BTreeMap::new()),
             lifecycle: Mutex::new(()),
             void,
+            max_months,
         })
     }
 
@@ -198,6 +202,17 @@ impl MonthRegistry {
             return Ok(m);
         }
         let created = !self.exists(id);
+        if let Some(max) = self
+            .max_months
+            .filter(|&m| created && self.known.read().len() >= m)
+        {
+            return Err(EngineError::new(
+                ErrorClass::FailedPrecondition,
+                format!(
+                    "cannot create month {id}: the server holds {max} months, the most --max-months allows"
+                ),
+            ));
+        }
         let n_open = self.open.lock().len() as u64 + 1;
         let files = self.slots(n_open as usize);
         let month = self.open_month(id, self.budget / files, self.temp_budget / files)?;

@@ -156,6 +156,11 @@ impl Node {
     }
 
     fn give_back(&self, conn: Conn) {
+        // A connection that ran a client's DDL may hold its temp objects,
+        // which would shadow tables for the next client: closed instead.
+        if conn.is_spent() {
+            return;
+        }
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(conn);

@@ -7,8 +7,8 @@ use std::time::Instant;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::classify::{self, classify, StatementKind};
-use super::error::{EngineError, EngineResult};
+use super::classify::{self, StatementKind};
+use super::error::{EngineError, EngineResult, ErrorClass};
 use super::month::MonthId;
 use super::state::{new_id, PreparedEntry};
 use super::*;
@@ -19,9 +19,11 @@ impl Engine {
         ctx: &CallContext,
         sql: &str,
     ) -> EngineResult<PreparedInfo> {
+        ctx.caller.require(Role::Reader, "preparing a statement")?;
+        self.room_for_prepared(&ctx.caller)?;
         let month = self.resolve_month(ctx)?;
         if let Some(spec) = &ctx.months {
-            let plan = self.plan_cross_month(spec, sql).await?;
+            let plan = self.plan_cross_month(&ctx.caller, spec, sql).await?;
             return Ok(self.register_prepared(
                 ctx,
                 sql,
@@ -48,14 +50,15 @@ impl Engine {
                 let stmt = script
                     .prepare(conn, 0)
                     .map_err(|e| exec::explain_capture_error(e.into()))?;
-                let kind = classify(stmt.statement_type());
-                if let Some(e) = classify::refuse(kind) {
-                    return Err(e);
-                }
+                let kind = classify::check(conn, stmt.statement_type(), &sql_owned)?;
                 Ok((kind, stmt.result_schema()?, stmt.parameter_schema()?))
             })
         })
         .await?;
+        if kind == StatementKind::Write {
+            ctx.caller
+                .require(Role::Writer, "this statement (it writes)")?;
+        }
         Ok(self.register_prepared(ctx, sql, month, kind, dataset_schema, parameter_schema))
     }
 
@@ -79,7 +82,9 @@ impl Engine {
                 months: ctx.months.clone(),
                 kind,
                 params: Vec::new(),
+                param_bytes: 0,
                 last_used: Instant::now(),
+                owner: ctx.caller.user().to_string(),
             },
         );
         PreparedInfo {
@@ -97,9 +102,12 @@ impl Engine {
         ctx: &CallContext,
     ) -> EngineResult<(CallContext, String, StatementKind, Vec<RecordBatch>)> {
         let mut map = self.state.prepared.lock();
-        let p = map.get_mut(handle).ok_or_else(|| {
-            EngineError::not_found("prepared statement not found (closed or expired)")
-        })?;
+        let p = map
+            .get_mut(handle)
+            .filter(|p| p.owner == ctx.caller.user())
+            .ok_or_else(|| {
+                EngineError::not_found("prepared statement not found (closed or expired)")
+            })?;
         p.last_used = Instant::now();
         let call = CallContext {
             month: Some(p.month.to_string()),
@@ -107,23 +115,80 @@ impl Engine {
             transaction: ctx.transaction.clone().or_else(|| p.transaction.clone()),
             months: ctx.months.clone().or_else(|| p.months.clone()),
             token: ctx.token.clone(),
+            caller: ctx.caller.clone(),
         };
         Ok((call, p.sql.clone(), p.kind, p.params.clone()))
     }
 
     /// Binds parameter batches to a prepared statement (replacing earlier ones).
-    pub fn bind_prepared(&self, handle: &str, params: Vec<RecordBatch>) -> EngineResult<()> {
+    pub fn bind_prepared(
+        &self,
+        caller: &Caller,
+        handle: &str,
+        params: Vec<RecordBatch>,
+    ) -> EngineResult<()> {
+        let bytes: usize = params.iter().map(batch_bytes).sum();
         let mut map = self.state.prepared.lock();
-        let p = map.get_mut(handle).ok_or_else(|| {
-            EngineError::not_found("prepared statement not found (closed or expired)")
-        })?;
+        let others: usize = map
+            .iter()
+            .filter(|(h, _)| h.as_str() != handle)
+            .map(|(_, p)| p.param_bytes)
+            .sum();
+        let p = map
+            .get_mut(handle)
+            .filter(|p| p.owner == caller.user())
+            .ok_or_else(|| {
+                EngineError::not_found("prepared statement not found (closed or expired)")
+            })?;
+        if others + bytes > MAX_BOUND_BYTES {
+            return Err(EngineError::new(
+                ErrorClass::ResourceExhausted,
+                format!(
+                    "the server holds {} MiB of bound parameters, the most it keeps: execute or \
+                     close prepared statements first, or load bulk data with bulk ingest",
+                    others >> 20
+                ),
+            ));
+        }
         p.params = params;
+        p.param_bytes = bytes;
         p.last_used = Instant::now();
         Ok(())
     }
 
-    pub fn close_prepared(&self, handle: &str) {
-        self.state.prepared.lock().remove(handle);
+    /// Refuses a prepared statement beyond the per-user and total bounds
+    /// (they expire when idle, but a client that never closes them must not
+    /// fill the server first).
+    fn room_for_prepared(&self, caller: &Caller) -> EngineResult<()> {
+        let map = self.state.prepared.lock();
+        let mine = map.values().filter(|p| p.owner == caller.user()).count();
+        if mine >= MAX_PREPARED_PER_USER {
+            return Err(EngineError::new(
+                ErrorClass::ResourceExhausted,
+                format!(
+                    "user {} holds {mine} open prepared statements, the most one user may: close \
+                     them when done (ADBC: cursor.close())",
+                    caller.user()
+                ),
+            ));
+        }
+        if map.len() >= MAX_PREPARED {
+            return Err(EngineError::new(
+                ErrorClass::Unavailable,
+                format!(
+                    "the server holds {} open prepared statements, the most it keeps: retry later",
+                    map.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn close_prepared(&self, caller: &Caller, handle: &str) {
+        let mut map = self.state.prepared.lock();
+        if map.get(handle).is_some_and(|p| p.owner == caller.user()) {
+            map.remove(handle);
+        }
     }
 
     /// Starts a prepared statement for fetching (see [`Engine::plan_query`]).
@@ -137,22 +202,26 @@ impl Engine {
         let (call, sql, kind, params) = self.prepared_call(handle, ctx)?;
         let many_rows = params.iter().map(|b| b.num_rows()).sum::<usize>() > 1;
         if kind != StatementKind::Write || !many_rows {
-            let stream = self.stream_query(&call, &sql, params).await?;
-            return Ok(self.park(stream));
+            let admit = admit_for(kind);
+            let stream = self.stream_query_as(&call, &sql, params, admit).await?;
+            return Ok(self.park(&ctx.caller, stream));
         }
         let run_sql = sql.clone();
         let (w, node, token) = self
             .run_to_end(&call, Some(&sql), move |conn, mode| {
-                exec::run_update(conn, &run_sql, &params, mode)
+                exec::run_update(conn, &run_sql, &params, mode, exec::Results::Rows)
             })
             .await?;
-        Ok(self.park(BatchStream {
-            schema: w.schema,
-            head: w.batches,
-            rest: None,
-            node,
-            token,
-        }))
+        Ok(self.park(
+            &ctx.caller,
+            BatchStream {
+                schema: w.schema,
+                head: w.batches,
+                rest: None,
+                node,
+                token,
+            },
+        ))
     }
 
     pub async fn stream_prepared(
@@ -160,8 +229,9 @@ impl Engine {
         ctx: &CallContext,
         handle: &str,
     ) -> EngineResult<BatchStream> {
-        let (call, sql, _, params) = self.prepared_call(handle, ctx)?;
-        self.stream_query(&call, &sql, params).await
+        let (call, sql, kind, params) = self.prepared_call(handle, ctx)?;
+        self.stream_query_as(&call, &sql, params, admit_for(kind))
+            .await
     }
 
     /// Executes a prepared update with the given parameter rows (or the ones
@@ -175,5 +245,33 @@ impl Engine {
         let (call, sql, _, bound) = self.prepared_call(handle, ctx)?;
         let params = if params.is_empty() { bound } else { params };
         self.execute_update(&call, &sql, params).await
+    }
+}
+
+/// Most open prepared statements of one user, and of all users.
+pub const MAX_PREPARED_PER_USER: usize = 4096;
+pub const MAX_PREPARED: usize = 65536;
+/// Most bytes of bound parameters held for all prepared statements.
+pub const MAX_BOUND_BYTES: usize = 1 << 30;
+
+/// The bytes a batch's arrays use (slices counted by their own length, not
+/// the message buffer they were decoded from).
+fn batch_bytes(b: &RecordBatch) -> usize {
+    b.columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
+/// Whether a prepared statement waits for a query turn: writes never do
+/// (ADBC sends `cursor.execute("INSERT …")` as a prepared query).
+fn admit_for(kind: StatementKind) -> Admit {
+    match kind {
+        StatementKind::Write => Admit::Exempt,
+        _ => Admit::Turn,
     }
 }

@@ -18,6 +18,10 @@ pub struct Session {
     /// The session's own connection per month (its temp objects, its state).
     pub conns: HashMap<MonthId, Arc<Mutex<Conn>>>,
     pub last_used: Instant,
+    /// The user who opened it (nobody else may use it).
+    pub owner: String,
+    /// The session's `query_timeout` (never above `--query-timeout`).
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 pub struct Transaction {
@@ -26,6 +30,8 @@ pub struct Transaction {
     /// The id its captured rows carry (see `capture::begin`).
     pub capture_id: u64,
     pub last_used: Instant,
+    /// The user who began it (nobody else may use it).
+    pub owner: String,
 }
 
 pub struct PreparedEntry {
@@ -37,13 +43,19 @@ pub struct PreparedEntry {
     pub months: Option<String>,
     pub kind: StatementKind,
     pub params: Vec<RecordBatch>,
+    /// Bytes `params` hold (see `prepared::MAX_BOUND_BYTES`).
+    pub param_bytes: usize,
     pub last_used: Instant,
+    /// The user who prepared it (nobody else may use it).
+    pub owner: String,
 }
 
 /// A started statement waiting for its fetch.
 pub struct Parked {
     pub stream: super::BatchStream,
     pub created: Instant,
+    /// The user who started it (only they may fetch it).
+    pub owner: String,
 }
 
 #[derive(Default)]

@@ -29,7 +29,7 @@ use super::month::MonthId;
 use super::months::{Month, INTERNAL_SCHEMA as S};
 use super::replica::{Health, Replica, Verified};
 use super::visibility;
-use super::{blocking, Engine};
+use super::{blocking, Caller, Engine, Role};
 
 /// How long a replica may take to reach the checked LSN before it is left
 /// unchecked this time.
@@ -76,7 +76,11 @@ struct Digest {
 
 /// The catalog of the connection's database as comparable lines (the
 /// server's schema and sequence positions left out: sequences move outside
-/// transactions, so their positions are not bound to an LSN).
+/// transactions, so their positions are not bound to an LSN; so is a
+/// sequence's `start_value`, which DuckDB 2.0.0 stores as the next value
+/// when it writes the catalog: a used sequence read back from a file, a
+/// rebuilt replica's or a restarted primary's, starts elsewhere than the
+/// same sequence that stayed in memory).
 const CATALOG: &str = "
 SELECT concat('schema ', schema_name, ' ', comment) FROM {schemas}
  WHERE database_name = current_database() AND NOT internal AND schema_name <> '{S}'
@@ -94,7 +98,7 @@ UNION ALL
 SELECT concat('constraint ', schema_name, '.', table_name, ' ', constraint_type, ' ', constraint_text)
   FROM {constraints} WHERE database_name = current_database() AND schema_name <> '{S}'
 UNION ALL
-SELECT concat('sequence ', schema_name, '.', sequence_name, ' ', start_value, ' ', increment_by, ' ',
+SELECT concat('sequence ', schema_name, '.', sequence_name, ' ', increment_by, ' ',
               min_value, ' ', max_value, ' ', cycle) FROM {sequences}
  WHERE database_name = current_database() AND NOT temporary AND schema_name <> '{S}'
 UNION ALL
@@ -287,7 +291,7 @@ fn verify_month(m: &Month) -> EngineResult<VerifyReport> {
         .collect();
     drop(holds);
     let primary = digest(&pconn);
-    let _ = pconn.execute_batch("ROLLBACK");
+    pconn.rollback();
     let primary = primary?;
     // The primary itself hides rows: comparing would blame the replicas.
     // Checkpoint it (which repairs it) and leave the replicas unchecked.
@@ -315,7 +319,7 @@ fn verify_month(m: &Month) -> EngineResult<VerifyReport> {
             },
             Ok(conn) => {
                 let d = digest(&conn);
-                let _ = conn.execute_batch("ROLLBACK");
+                conn.rollback();
                 match d {
                     Err(e) => ReplicaCheck {
                         node: r.index,
@@ -381,18 +385,25 @@ impl Engine {
     /// open month. One verification runs at a time.
     pub async fn verify_replicas(
         self: &Arc<Self>,
+        caller: &Caller,
         month: Option<&str>,
     ) -> EngineResult<Vec<VerifyReport>> {
+        caller.require(Role::Writer, "verify_replicas")?;
         let months = match month {
             Some(s) => {
                 let id: MonthId = s.parse()?;
+                caller.require_month(id)?;
                 let m = self
                     .existing_month(id)
                     .await?
                     .ok_or_else(|| EngineError::not_found(format!("month {s} does not exist")))?;
                 vec![m]
             }
-            None => self.months.open_months(),
+            None => {
+                let mut open = self.months.open_months();
+                open.retain(|m| caller.may_use(m.id));
+                open
+            }
         };
         let me = Arc::clone(self);
         blocking(move || {

@@ -59,7 +59,7 @@ fn affected(conn: &Conn, tables: &[String]) -> EngineResult<Vec<String>> {
         }
         Ok(out)
     })();
-    let _ = conn.execute_batch("ROLLBACK");
+    conn.rollback();
     out
 }
 

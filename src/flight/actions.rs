@@ -27,7 +27,19 @@ pub fn list() -> Vec<Result<ActionType, Status>> {
         a("SetSessionOptions", "Set session options (catalog = YYYY-MM month)"),
         a("GetSessionOptions", "Get session options"),
         a("CloseSession", "Close the session"),
+        a(
+            "CancelFlightInfo",
+            "Flight CancelFlightInfoRequest -> stops the statements behind a FlightInfo not fetched yet",
+        ),
         a("list_months", "JSON {} -> {\"months\": [\"YYYY-MM\", ...]}"),
+        a(
+            "list_sessions",
+            "JSON {} -> {\"sessions\": [{\"session\", \"kind\", \"user\", \"month\", \"idle_s\"}]} (admin)",
+        ),
+        a(
+            "kill_session",
+            "JSON {\"session\": \"...\"} -> closes that session or rolls back that transaction (admin)",
+        ),
         a("create_month", "JSON {\"month\": \"YYYY-MM\"} -> the month's node status"),
         a(
             "node_status",
@@ -79,15 +91,45 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
             let closed = ctx
                 .session
                 .as_deref()
-                .map(|s| engine.close_session(s))
+                .map(|s| engine.close_session(&ctx.caller, s))
                 .unwrap_or(false);
             let result = CloseSessionResult {
                 status: if closed { 1 } else { 3 },
             };
             Ok(Response::new(one_result(result.encode_to_vec())))
         }
+        "CancelFlightInfo" => {
+            let req = arrow_flight::CancelFlightInfoRequest::decode(action.body.as_ref())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let info = req
+                .info
+                .ok_or_else(|| Status::invalid_argument("CancelFlightInfo needs the FlightInfo"))?;
+            let cancelled = cancel(engine, ctx, &info);
+            let result = arrow_flight::CancelFlightInfoResult {
+                // CANCELLED, or NOT_CANCELLABLE (already fetched or ended).
+                status: if cancelled { 1 } else { 3 },
+            };
+            Ok(Response::new(one_result(result.encode_to_vec())))
+        }
+        "list_sessions" => {
+            let sessions = engine.list_sessions(&ctx.caller).map_err(to_status)?;
+            json_result(&serde_json::json!({ "sessions": sessions }))
+        }
+        "kill_session" => {
+            let body: KillBody = json_body(&action.body)?;
+            let id = body.session.ok_or_else(|| {
+                Status::invalid_argument("kill_session needs {\"session\": \"...\"}")
+            })?;
+            let kind = engine.kill_session(&ctx.caller, &id).map_err(to_status)?;
+            json_result(&serde_json::json!({ "session": id, "killed": kind }))
+        }
         "list_months" => {
-            let months: Vec<String> = engine.months().iter().map(|m| m.to_string()).collect();
+            let months: Vec<String> = engine
+                .list_months(&ctx.caller)
+                .map_err(to_status)?
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
             json_result(&serde_json::json!({ "months": months }))
         }
         "create_month" => {
@@ -95,12 +137,17 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
             let month = body.month.ok_or_else(|| {
                 Status::invalid_argument("create_month needs {\"month\": \"YYYY-MM\"}")
             })?;
-            json_result(&engine.create_month(&month).await.map_err(to_status)?)
+            json_result(
+                &engine
+                    .create_month(&ctx.caller, &month)
+                    .await
+                    .map_err(to_status)?,
+            )
         }
         "node_status" => {
             let body: MonthBody = json_body(&action.body)?;
             let status = engine
-                .node_status(body.month.as_deref())
+                .node_status(&ctx.caller, body.month.as_deref())
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": status }))
@@ -111,7 +158,7 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 body.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0),
             );
             let status = engine
-                .sync(body.month.as_deref(), timeout)
+                .sync(&ctx.caller, body.month.as_deref(), timeout)
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": status }))
@@ -135,17 +182,17 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
             json_result(&done)
         }
         "list_exports" => {
-            let exports = engine.list_exports().await.map_err(to_status)?;
+            let exports = engine.list_exports(&ctx.caller).await.map_err(to_status)?;
             json_result(&serde_json::json!({ "exports": exports }))
         }
         "list_files" => {
-            let files = engine.list_files().await.map_err(to_status)?;
+            let files = engine.list_files(&ctx.caller).await.map_err(to_status)?;
             json_result(&serde_json::json!({ "files": files }))
         }
         "verify_replicas" => {
             let body: MonthBody = json_body(&action.body)?;
             let reports = engine
-                .verify_replicas(body.month.as_deref())
+                .verify_replicas(&ctx.caller, body.month.as_deref())
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "months": reports }))
@@ -158,7 +205,7 @@ pub async fn dispatch(engine: &Arc<Engine>, ctx: &CallContext, action: Action) -
                 ));
             };
             engine
-                .resync_replica(&month, node)
+                .resync_replica(&ctx.caller, &month, node)
                 .await
                 .map_err(to_status)?;
             json_result(&serde_json::json!({ "month": month, "node": node, "rebuilding": true }))
@@ -222,7 +269,9 @@ fn set_session_options(engine: &Engine, ctx: &CallContext, body: &[u8]) -> Actio
             }
         }
     }
-    let (id, errors) = engine.set_session_options(ctx.session.as_deref(), options);
+    let (id, errors) = engine
+        .set_session_options(&ctx.caller, ctx.session.as_deref(), options)
+        .map_err(to_status)?;
     for (k, e) in errors {
         // 1: invalid name, 2: invalid value (Flight.proto).
         let value = if e.class == ErrorClass::NotFound {
@@ -245,6 +294,12 @@ fn set_session_options(engine: &Engine, ctx: &CallContext, body: &[u8]) -> Actio
 #[serde(deny_unknown_fields)]
 struct MonthBody {
     month: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KillBody {
+    session: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -295,6 +350,27 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T,
     }
     serde_json::from_slice(body)
         .map_err(|e| Status::invalid_argument(format!("invalid JSON body: {e}")))
+}
+
+/// Stops the statements behind a FlightInfo's tickets that have not been
+/// fetched (a fetch in progress stops when its own call is cancelled).
+pub(super) fn cancel(engine: &Engine, ctx: &CallContext, info: &arrow_flight::FlightInfo) -> bool {
+    let mut any = false;
+    for ep in &info.endpoint {
+        let Some(ticket) = &ep.ticket else { continue };
+        let handle = arrow_flight::sql::Any::decode(ticket.ticket.as_ref())
+            .ok()
+            .and_then(|a| {
+                a.unpack::<arrow_flight::sql::TicketStatementQuery>()
+                    .ok()
+                    .flatten()
+            });
+        if let Some(t) = handle {
+            let id = String::from_utf8_lossy(&t.statement_handle).into_owned();
+            any |= engine.cancel_result(&ctx.caller, &id);
+        }
+    }
+    any
 }
 
 fn json_result(value: &impl serde::Serialize) -> ActionResponse {

@@ -47,7 +47,7 @@ impl DuckFlightSql {
         cmd: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let mut ctx = call_context(request.metadata(), cmd.transaction_id.as_deref());
+        let mut ctx = call_context(&request, cmd.transaction_id.as_deref());
         // The command's catalog is the month (it wins over the header).
         if let Some(c) = cmd.catalog.as_ref().filter(|c| !c.is_empty()) {
             ctx.month = Some(c.clone());

@@ -2,6 +2,7 @@
 //! each translating to one engine call. No SQL runs here.
 
 mod actions;
+mod auth;
 mod ingest;
 mod metadata;
 mod observe;
@@ -36,11 +37,11 @@ use arrow_flight::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine::{BatchStream, CallContext, Engine, Planned};
+use crate::engine::{BatchStream, CallContext, Caller, Engine, Planned};
 
+pub use auth::AuthLayer;
 pub use observe::MetricsLayer;
 pub use token::{TokenLayer, TOKEN_HEADER};
 
@@ -68,10 +69,15 @@ impl DuckFlightSql {
     /// The foreign keys of `catalog` that `keep` selects, as a DoGet answer.
     async fn foreign_keys_answer(
         &self,
+        caller: &Caller,
         catalog: Option<&str>,
         keep: impl Fn(&crate::engine::ForeignKey) -> bool,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let keys = self.engine.foreign_keys(catalog).await.map_err(to_status)?;
+        let keys = self
+            .engine
+            .foreign_keys(caller, catalog)
+            .await
+            .map_err(to_status)?;
         let keys: Vec<_> = keys.iter().filter(|k| keep(k)).collect();
         let batch = metadata::foreign_keys_batch(&keys).map_err(arrow_status)?;
         Ok(one_batch(batch))
@@ -88,7 +94,8 @@ impl DuckFlightSql {
 }
 
 /// The call context from request headers and an optional transaction id.
-fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
+fn call_context<T>(req: &Request<T>, transaction: Option<&[u8]>) -> CallContext {
+    let md = req.metadata();
     let header = |name: &str| {
         md.get(name)
             .and_then(|v| v.to_str().ok())
@@ -107,6 +114,7 @@ fn call_context(md: &MetadataMap, transaction: Option<&[u8]>) -> CallContext {
         transaction: transaction
             .filter(|t| !t.is_empty())
             .map(|t| String::from_utf8_lossy(t).into_owned()),
+        caller: auth::caller_of(req),
     }
 }
 
@@ -159,7 +167,13 @@ fn encode(
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
 ) -> BoxStream<arrow_flight::FlightData> {
     let metrics = crate::metrics::get();
-    let batches = batches.inspect_ok(|b| metrics.streamed("flight", b.num_rows() as u64, 0));
+    let note = crate::access_log::current();
+    let batches = batches.inspect_ok(move |b| {
+        metrics.streamed("flight", b.num_rows() as u64, 0);
+        if let Some(n) = &note {
+            n.add_rows(b.num_rows() as u64);
+        }
+    });
     let s = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_dictionary_handling(DictionaryHandling::Resend)
@@ -203,21 +217,42 @@ fn planned_info(
     Ok(with_node(resp, &planned.node))
 }
 
-/// Collects the parameter batches a client uploads with DoPut.
+/// Most bytes of parameters one DoPut may bind (they are held until the
+/// statement runs; bulk data belongs in `CommandStatementIngest`).
+const MAX_PARAMETER_BYTES: usize = 64 << 20;
+
+/// Collects the parameter batches a client uploads with DoPut, at most
+/// [`MAX_PARAMETER_BYTES`] of them.
 async fn read_batches(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Vec<RecordBatch>, Status> {
     // The first message may carry only the command descriptor (no IPC data).
+    let mut held = 0usize;
     let stream = request
         .into_inner()
         .try_filter(|fd| futures::future::ready(!fd.data_header.is_empty()))
-        .map_err(FlightError::from);
+        .map_err(FlightError::from)
+        .and_then(move |fd| {
+            held += fd.data_header.len() + fd.data_body.len();
+            futures::future::ready(if held > MAX_PARAMETER_BYTES {
+                Err(FlightError::Tonic(Box::new(Status::resource_exhausted(
+                    format!(
+                        "the parameters sent exceed {} MiB: load bulk data with bulk ingest \
+                     (CommandStatementIngest, ADBC adbc_ingest) and use the table in the statement",
+                        MAX_PARAMETER_BYTES >> 20
+                    ),
+                ))))
+            } else {
+                Ok(fd)
+            })
+        });
     let batches: Vec<RecordBatch> =
         arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
             .try_collect()
             .await
             .map_err(Status::from)?;
-    Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+    Ok(batches)
 }
 
 /// A DoGet answer holding one (metadata) batch.
@@ -234,12 +269,21 @@ impl FlightSqlService for DuckFlightSql {
 
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let out = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
+        // The credentials came in the authorization header (checked by
+        // `AuthLayer`, which also sets the Bearer answer header); the token
+        // is the payload too, for clients that read it there.
+        let payload = auth::issued_of(&request)
+            .map(|i| i.token.into_bytes())
+            .unwrap_or_default();
+        let out = futures::stream::iter(vec![Ok(HandshakeResponse {
+            protocol_version: 0,
+            payload: payload.into(),
+        })]);
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -250,7 +294,7 @@ impl FlightSqlService for DuckFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let ctx = call_context(request.metadata(), query.transaction_id.as_deref());
+        let ctx = call_context(&request, query.transaction_id.as_deref());
         let planned = self
             .engine
             .plan_query(&ctx, &query.query)
@@ -262,10 +306,13 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let id = String::from_utf8_lossy(&ticket.statement_handle);
-        let stream = self.engine.take_parked(&id).map_err(to_status)?;
+        let stream = self
+            .engine
+            .take_parked(&auth::caller_of(&request), &id)
+            .map_err(to_status)?;
         Ok(stream_response(stream))
     }
 
@@ -274,7 +321,7 @@ impl FlightSqlService for DuckFlightSql {
         cmd: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let ctx = call_context(request.metadata(), cmd.transaction_id.as_deref());
+        let ctx = call_context(&request, cmd.transaction_id.as_deref());
         let (n, t) = self
             .engine
             .execute_update(&ctx, &cmd.query, Vec::new())
@@ -299,7 +346,7 @@ impl FlightSqlService for DuckFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let ctx = call_context(request.metadata(), query.transaction_id.as_deref());
+        let ctx = call_context(&request, query.transaction_id.as_deref());
         let info = self
             .engine
             .create_prepared(&ctx, &query.query)
@@ -322,10 +369,12 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        self.engine
-            .close_prepared(&String::from_utf8_lossy(&query.prepared_statement_handle));
+        self.engine.close_prepared(
+            &auth::caller_of(&request),
+            &String::from_utf8_lossy(&query.prepared_statement_handle),
+        );
         Ok(())
     }
 
@@ -335,9 +384,10 @@ impl FlightSqlService for DuckFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).into_owned();
+        let caller = auth::caller_of(&request);
         let batches = read_batches(request).await?;
         self.engine
-            .bind_prepared(&handle, batches)
+            .bind_prepared(&caller, &handle, batches)
             .map_err(to_status)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
@@ -349,7 +399,7 @@ impl FlightSqlService for DuckFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let ctx = call_context(request.metadata(), None);
+        let ctx = call_context(&request, None);
         let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
         let planned = self
             .engine
@@ -364,7 +414,7 @@ impl FlightSqlService for DuckFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let ctx = call_context(request.metadata(), None);
+        let ctx = call_context(&request, None);
         let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
         let stream = self
             .engine
@@ -379,7 +429,7 @@ impl FlightSqlService for DuckFlightSql {
         cmd: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let ctx = call_context(request.metadata(), None);
+        let ctx = call_context(&request, None);
         let handle = String::from_utf8_lossy(&cmd.prepared_statement_handle).into_owned();
         let batches = read_batches(request).await?;
         let (n, t) = self
@@ -398,7 +448,7 @@ impl FlightSqlService for DuckFlightSql {
         _query: ActionBeginTransactionRequest,
         request: Request<Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        let ctx = call_context(request.metadata(), None);
+        let ctx = call_context(&request, None);
         let id = self
             .engine
             .begin_transaction(&ctx)
@@ -412,7 +462,7 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_action_end_transaction(
         &self,
         query: ActionEndTransactionRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<(), Status> {
         let id = String::from_utf8_lossy(&query.transaction_id).into_owned();
         let commit = match EndTransaction::try_from(query.action) {
@@ -426,11 +476,26 @@ impl FlightSqlService for DuckFlightSql {
         };
         let t = self
             .engine
-            .end_transaction(&id, commit)
+            .end_transaction(&auth::caller_of(&request), &id, commit)
             .await
             .map_err(to_status)?;
         token::set(t);
         Ok(())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: arrow_flight::sql::ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<arrow_flight::sql::ActionCancelQueryResult, Status> {
+        let ctx = call_context(&request, None);
+        let info = FlightInfo::decode(query.info.as_ref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cancelled = actions::cancel(&self.engine, &ctx, &info);
+        Ok(arrow_flight::sql::ActionCancelQueryResult {
+            // CANCELLED, or NOT_CANCELLABLE.
+            result: if cancelled { 1 } else { 3 },
+        })
     }
 
     // ----- metadata --------------------------------------------------------
@@ -450,10 +515,14 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let mut b = query.into_builder();
-        for m in self.engine.months() {
+        let months = self
+            .engine
+            .list_months(&auth::caller_of(&request))
+            .map_err(to_status)?;
+        for m in months {
             b.append(m.to_string());
         }
         let batch = b.build().map_err(arrow_status)?;
@@ -475,11 +544,11 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let rows = self
             .engine
-            .db_schemas(query.catalog.as_deref())
+            .db_schemas(&auth::caller_of(&request), query.catalog.as_deref())
             .await
             .map_err(to_status)?;
         let mut b = query.into_builder();
@@ -505,11 +574,15 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let tables = self
             .engine
-            .tables(query.catalog.as_deref(), query.include_schema)
+            .tables(
+                &auth::caller_of(&request),
+                query.catalog.as_deref(),
+                query.include_schema,
+            )
             .await
             .map_err(to_status)?;
         let mut b = query.into_builder();
@@ -616,11 +689,11 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_primary_keys(
         &self,
         query: CommandGetPrimaryKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let keys = self
             .engine
-            .primary_keys(query.catalog.as_deref())
+            .primary_keys(&auth::caller_of(&request), query.catalog.as_deref())
             .await
             .map_err(to_status)?;
         let keys: Vec<_> = keys
@@ -648,9 +721,9 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_exported_keys(
         &self,
         query: CommandGetExportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.foreign_keys_answer(query.catalog.as_deref(), |k| {
+        self.foreign_keys_answer(&auth::caller_of(&request), query.catalog.as_deref(), |k| {
             k.pk_table == query.table && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
         })
         .await
@@ -671,9 +744,9 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_imported_keys(
         &self,
         query: CommandGetImportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.foreign_keys_answer(query.catalog.as_deref(), |k| {
+        self.foreign_keys_answer(&auth::caller_of(&request), query.catalog.as_deref(), |k| {
             k.fk_table == query.table && query.db_schema.as_deref().is_none_or(|s| s == k.fk_schema)
         })
         .await
@@ -694,11 +767,13 @@ impl FlightSqlService for DuckFlightSql {
     async fn do_get_cross_reference(
         &self,
         query: CommandGetCrossReference,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.foreign_keys_answer(query.fk_catalog.as_deref(), |k| {
-            k.pk_table == query.pk_table && k.fk_table == query.fk_table
-        })
+        self.foreign_keys_answer(
+            &auth::caller_of(&request),
+            query.fk_catalog.as_deref(),
+            |k| k.pk_table == query.pk_table && k.fk_table == query.fk_table,
+        )
         .await
     }
 
@@ -712,7 +787,7 @@ impl FlightSqlService for DuckFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let ctx = call_context(request.metadata(), None);
+        let ctx = call_context(&request, None);
         actions::dispatch(&self.engine, &ctx, request.into_inner()).await
     }
 

@@ -1,17 +1,21 @@
-//! Counts and times every Flight call for `/metrics`: endpoint = the gRPC
-//! method (`DoGet`, `GetFlightInfo`, …), status = the gRPC code, taken from
-//! the response headers (an immediate error) or the trailers at the end of
-//! the stream; the duration runs until the response body ends, so a
-//! `DoGet` is timed until its last batch.
+//! Counts and times every Flight call for `/metrics` and writes its access
+//! log line: endpoint = the gRPC method (`DoGet`, `GetFlightInfo`, …),
+//! status = the gRPC code, taken from the response headers (an immediate
+//! error) or the trailers at the end of the stream; the duration runs until
+//! the response body ends, so a `DoGet` is timed until its last batch.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Buf;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
+
+use crate::access_log::{self, Entry};
 
 #[derive(Clone, Default)]
 pub struct MetricsLayer;
@@ -52,20 +56,41 @@ where
             .unwrap_or_default()
             .to_string();
         let started = Instant::now();
-        let fut = self.inner.call(req);
+        let mut access = Entry::new("flight", endpoint.clone(), peer(&req));
+        access.month = header(req.headers(), "x-duckflock-month")
+            .or_else(|| header(req.headers(), "x-duckflock-months"));
+        let note = std::sync::Arc::clone(&access.note);
+        let fut = access_log::scope(note, self.inner.call(req));
         Box::pin(async move {
             let resp = fut.await?;
             let status = grpc_status(resp.headers());
+            access.node = header(resp.headers(), "x-duckflock-node");
             Ok(resp.map(|inner| ObservedBody {
                 inner: Box::pin(inner),
                 record: Some(Record {
                     endpoint,
                     started,
                     status,
+                    access,
                 }),
             }))
         })
     }
+}
+
+/// The client's address (plain TCP or TLS).
+fn peer<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
 /// The gRPC code in `grpc-status`, by name.
@@ -78,12 +103,14 @@ struct Record {
     endpoint: String,
     started: Instant,
     status: Option<String>,
+    access: Entry,
 }
 
 impl Record {
     fn finish(self, fallback: &str) {
         let status = self.status.as_deref().unwrap_or(fallback);
         crate::metrics::get().request("flight", &self.endpoint, status, self.started.elapsed());
+        self.access.finish(status);
     }
 }
 
@@ -106,8 +133,11 @@ impl<B: Body> Body for ObservedBody<B> {
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(t), Some(r)) = (frame.trailers_ref(), this.record.as_mut()) {
-                    if let Some(s) = grpc_status(t) {
+                if let Some(r) = this.record.as_mut() {
+                    if let Some(d) = frame.data_ref() {
+                        r.access.bytes += d.remaining() as u64;
+                    }
+                    if let Some(s) = frame.trailers_ref().and_then(grpc_status) {
                         r.status = Some(s);
                     }
                 }

@@ -13,6 +13,7 @@ pub fn to_status(e: EngineError) -> Status {
         ErrorClass::Aborted => Code::Aborted,
         ErrorClass::ResourceExhausted => Code::ResourceExhausted,
         ErrorClass::PermissionDenied => Code::PermissionDenied,
+        ErrorClass::Unauthenticated => Code::Unauthenticated,
         ErrorClass::Cancelled => Code::Cancelled,
         ErrorClass::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorClass::Unavailable => Code::Unavailable,

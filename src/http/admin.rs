@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::auth::Who;
 use super::error::ApiResult;
 use super::extract::{optional_body, Params};
 use super::query::MonthParam;
@@ -75,11 +76,15 @@ pub async fn health(State(state): Shared) -> ApiResult<Response> {
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "info",
     responses((status = 200, description = "OpenMetrics text: requests, latency histograms, rows/bytes streamed, ingest rows, per-node LSN, lag and DuckDB memory, open sessions")))]
-pub async fn metrics(State(state): Shared) -> ApiResult<Response> {
-    let months = state.engine.node_status(None).await?;
+pub async fn metrics(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
+    let months = state.engine.node_status(&who, None).await?;
     let (held, peak) = state.json_usage();
     crate::metrics::get().http_json(held, peak);
-    let text = crate::metrics::get().render(&months, state.engine.open_sessions());
+    let text = crate::metrics::get().render(
+        &months,
+        state.engine.open_sessions(),
+        state.engine.queries(),
+    );
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -97,11 +102,12 @@ pub async fn metrics(State(state): Shared) -> ApiResult<Response> {
               (status = 404, description = "The month does not exist")))]
 pub async fn nodes(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
 ) -> ApiResult<Response> {
-    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
-    let months = state.engine.node_status(Some(&resolved)).await?;
+    let (_, resolved) = resolve(&state, &who, &headers, None, q.month.as_deref())?;
+    let months = state.engine.node_status(&who, Some(&resolved)).await?;
     let nodes = months.first().map(|m| m.nodes.clone()).unwrap_or_default();
     let body = json!({
         "status": "success",
@@ -117,8 +123,8 @@ pub async fn nodes(
 /// names relative to the first one (as SQL takes them).
 #[utoipa::path(get, path = "/api/v1/files", tag = "files",
     responses((status = 200, description = "`{status: \"success\", count, files: [{name, path, size, modified, format}]}`")))]
-pub async fn files(State(state): Shared) -> ApiResult<Response> {
-    let files = state.engine.list_files().await?;
+pub async fn files(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
+    let files = state.engine.list_files(&who).await?;
     let body = json!({"status": "success", "count": files.len(), "files": files});
     Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
 }
@@ -126,10 +132,10 @@ pub async fn files(State(state): Shared) -> ApiResult<Response> {
 /// The months that exist.
 #[utoipa::path(get, path = "/api/v1/months", tag = "nodes",
     responses((status = 200, description = "`{status: \"success\", count, months: [\"YYYY-MM\", ...]}`")))]
-pub async fn months(State(state): Shared) -> ApiResult<Response> {
+pub async fn months(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
     let months: Vec<String> = state
         .engine
-        .months()
+        .list_months(&who)?
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -154,14 +160,21 @@ pub struct SyncRequest {
               (status = 503, description = "Replicas did not catch up in time")))]
 pub async fn sync(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: SyncRequest = optional_body(&body)?;
-    let (_, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
+    let (_, resolved) = resolve(
+        &state,
+        &who,
+        &headers,
+        req.month.as_deref(),
+        q.month.as_deref(),
+    )?;
     let timeout = Duration::from_secs_f64(req.timeout_s.unwrap_or(60.0).clamp(0.0, 3600.0));
-    let months = state.engine.sync(Some(&resolved), timeout).await?;
+    let months = state.engine.sync(&who, Some(&resolved), timeout).await?;
     let body = json!({
         "status": "success",
         "month": resolved,
@@ -188,17 +201,44 @@ pub struct VerifyRequest {
               (status = 404, description = "The month does not exist")))]
 pub async fn verify(
     State(state): Shared,
+    Who(who): Who,
     Params(q): Params<MonthParam>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let req: VerifyRequest = optional_body(&body)?;
     let month = req.month.or(q.month);
-    let months = state.engine.verify_replicas(month.as_deref()).await?;
+    let months = state.engine.verify_replicas(&who, month.as_deref()).await?;
     let ok = months.iter().all(|m| m.ok);
     let body = json!({
         "status": if ok { "success" } else { "mismatch" },
         "months": months,
         "timestamp": timestamp(),
     });
+    Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
+}
+
+/// Every open Flight SQL session and transaction (admin).
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "nodes",
+    responses((status = 200, description = "`{status: \"success\", count, sessions: [{session, kind, user, month, idle_s}]}`"),
+              (status = 403, description = "Needs role admin")))]
+pub async fn sessions(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
+    let sessions = state.engine.list_sessions(&who)?;
+    let body = json!({"status": "success", "count": sessions.len(), "sessions": sessions});
+    Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
+}
+
+/// Closes a session or rolls back a transaction (admin).
+#[utoipa::path(delete, path = "/api/v1/sessions/{session}", tag = "nodes",
+    params(("session" = String, Path, description = "the id `list_sessions` shows")),
+    responses((status = 200, description = "`{status: \"success\", session, killed: \"session\" | \"transaction\"}`"),
+              (status = 403, description = "Needs role admin"),
+              (status = 404, description = "No such session")))]
+pub async fn kill_session(
+    State(state): Shared,
+    Who(who): Who,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Response> {
+    let kind = state.engine.kill_session(&who, &id)?;
+    let body = json!({"status": "success", "session": id, "killed": kind});
     Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
 }

@@ -39,6 +39,8 @@ use super::{admin, exports, modify, query, tables, AppState};
         exports::download,
         admin::sync,
         admin::verify,
+        admin::sessions,
+        admin::kill_session,
     ),
     components(schemas(
         query::QueryRequest,

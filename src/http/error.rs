@@ -51,6 +51,7 @@ pub fn status_of(class: ErrorClass) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorClass::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
         // The statement ran longer than --query-timeout allows.
         ErrorClass::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         ErrorClass::ResourceExhausted | ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::auth::Who;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, PathParam};
 use super::{answer, json_bytes, resolve, timestamp, Shared};
@@ -36,10 +37,11 @@ pub struct ExportRequest {
               (status = 409, description = "An export of that name exists")))]
 pub async fn export(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Body(req): Body<ExportRequest>,
 ) -> ApiResult<Response> {
-    let (ctx, _) = resolve(&state, &headers, req.month.as_deref(), None)?;
+    let (ctx, _) = resolve(&state, &who, &headers, req.month.as_deref(), None)?;
     let format: ExportFormat = req.format.parse()?;
     let done = state
         .engine
@@ -66,8 +68,8 @@ pub async fn export(
 /// The files in the export dir.
 #[utoipa::path(get, path = "/api/v1/exports", tag = "files",
     responses((status = 200, description = "`{status: \"success\", count, exports: [{name, path, size, modified, format}]}`")))]
-pub async fn list(State(state): Shared) -> ApiResult<Response> {
-    let exports = state.engine.list_exports().await?;
+pub async fn list(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
+    let exports = state.engine.list_exports(&who).await?;
     let body = json!({"status": "success", "count": exports.len(), "exports": exports});
     Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))
 }
@@ -77,8 +79,12 @@ pub async fn list(State(state): Shared) -> ApiResult<Response> {
     params(("name" = String, Path, description = "The export's file name")),
     responses((status = 200, description = "The file"),
               (status = 404, description = "No such export")))]
-pub async fn download(State(state): Shared, PathParam(name): PathParam) -> ApiResult<Response> {
-    let path = state.engine.export_path(&name)?;
+pub async fn download(
+    State(state): Shared,
+    Who(who): Who,
+    PathParam(name): PathParam,
+) -> ApiResult<Response> {
+    let path = state.engine.export_path(&who, &name)?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         ApiError::from(crate::engine::EngineError::not_found(format!(
             "{name}: {e}"

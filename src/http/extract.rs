@@ -1,6 +1,5 @@
-//! Request extractors whose rejections are JSON errors. Bodies are parsed
-//! as JSON whatever their content type (scripts of the original API do not
-//! always send one).
+//! Request extractors whose rejections are JSON errors. A body must come as
+//! `application/json` (checked before any handler runs, `auth::guard_browser`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};

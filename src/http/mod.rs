@@ -4,6 +4,7 @@
 //! Flight SQL service makes; nothing here runs SQL itself.
 
 mod admin;
+mod auth;
 mod budget;
 mod docs;
 mod error;
@@ -29,7 +30,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::FutureExt;
 
-use crate::engine::{CallContext, Engine, MonthId};
+use crate::auth::Auth;
+use crate::engine::{CallContext, Caller, Engine, MonthId};
 pub use error::{ApiError, ApiResult};
 
 /// Largest request body (batch parameter rows).
@@ -44,11 +46,23 @@ pub struct AppState {
     results: results::ResultStore,
     /// Bytes of JSON all answers being built may hold together.
     json: Arc<budget::JsonBudget>,
+    /// Users and tokens (`None`: no authentication).
+    pub auth: Option<Arc<Auth>>,
+    /// Web origins allowed besides the server's own.
+    pub origins: auth::Origins,
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, flight_addr: SocketAddr, result_limit: usize) -> AppState {
+    pub fn new(
+        engine: Arc<Engine>,
+        flight_addr: SocketAddr,
+        result_limit: usize,
+        auth: Option<Arc<Auth>>,
+        origins: Vec<String>,
+    ) -> AppState {
         AppState {
+            auth,
+            origins: auth::Origins(origins),
             engine,
             flight_addr,
             result_limit,
@@ -97,10 +111,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/exports/{name}", get(exports::download))
         .route("/api/v1/sync", post(admin::sync))
         .route("/api/v1/verify", post(admin::verify))
+        .route("/api/v1/token", post(auth::token))
+        .route("/api/v1/sessions", get(admin::sessions))
+        .route(
+            "/api/v1/sessions/{session}",
+            axum::routing::delete(admin::kill_session),
+        )
         .merge(docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Outermost last: observe → CORS (answers preflights) → the
+        // browser guard → authentication → the handler.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::guard_browser,
+        ))
+        .layer(state.origins.cors())
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
 }
@@ -110,11 +141,46 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(cfg) => {
+            let listener = crate::tls::TlsListener::new(listener, cfg)?;
+            let app = router(state).into_make_service_with_connect_info::<Peer>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            let app = router(state).into_make_service_with_connect_info::<Peer>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// The client's address, for the access log (plain TCP or TLS).
+#[derive(Clone, Copy, Debug)]
+struct Peer(SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(s: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Peer {
+        Peer(*s.remote_addr())
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -138,10 +204,19 @@ async fn observe(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let started = Instant::now();
-    let resp = match std::panic::AssertUnwindSafe(next.run(req))
-        .catch_unwind()
-        .await
-    {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| c.0 .0);
+    let mut access =
+        crate::access_log::Entry::new("http", format!("{} {endpoint}", req.method()), peer);
+    access.month = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("month="))
+            .map(str::to_string)
+    });
+    let run = crate::access_log::scope(Arc::clone(&access.note), next.run(req));
+    let resp = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(r) => r,
         Err(panic) => {
             let what = panic
@@ -158,14 +233,27 @@ async fn observe(req: Request, next: Next) -> Response {
         }
     };
     crate::metrics::get().request("http", &endpoint, resp.status().as_str(), started.elapsed());
+    let headers = resp.headers();
+    access.node = headers
+        .get("x-duckflock-node")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(n) = http_body::Body::size_hint(resp.body()).exact() {
+        access.bytes = n;
+    }
+    access.finish(resp.status().as_str());
     resp
 }
 
 /// The engine call context of a request: its month and the
 /// read-your-writes token header.
-fn context(headers: &HeaderMap, month: Option<String>) -> CallContext {
+fn context(who: &Caller, headers: &HeaderMap, month: Option<String>) -> CallContext {
+    if let (Some(n), Some(m)) = (crate::access_log::current(), &month) {
+        n.set_month(m);
+    }
     CallContext {
         month,
+        caller: who.clone(),
         token: headers
             .get(crate::flight::TOKEN_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -189,11 +277,12 @@ fn month_of(body: Option<&str>, query: Option<&str>) -> ApiResult<Option<String>
 /// the month it resolves to (the current month when it names none).
 fn resolve(
     state: &AppState,
+    who: &Caller,
     headers: &HeaderMap,
     body: Option<&str>,
     query: Option<&str>,
 ) -> ApiResult<(CallContext, String)> {
-    let ctx = context(headers, month_of(body, query)?);
+    let ctx = context(who, headers, month_of(body, query)?);
     let month = state.engine.resolve_month(&ctx)?.to_string();
     Ok((ctx, month))
 }
@@ -219,6 +308,9 @@ fn timestamp() -> String {
 /// A JSON answer with the `x-duckflock-token` / `x-duckflock-node` headers.
 fn answer(status: StatusCode, body: Vec<u8>, token: Option<&str>, node: Option<&str>) -> Response {
     crate::metrics::get().streamed("http", 0, body.len() as u64);
+    if let Some(n) = crate::access_log::current() {
+        n.add_bytes(body.len() as u64);
+    }
     let mut resp = (
         status,
         [(
@@ -260,6 +352,9 @@ fn answer_held(
             .insert(axum::http::header::CONTENT_LENGTH, v);
     }
     crate::metrics::get().streamed("http", 0, len as u64);
+    if let Some(n) = crate::access_log::current() {
+        n.add_bytes(len as u64);
+    }
     resp
 }
 

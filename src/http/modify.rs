@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::auth::Who;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params};
 use super::query::MonthParam;
@@ -59,6 +60,7 @@ fn id_value(id: &str) -> Value {
 )]
 pub async fn modify_async(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
     Body(req): Body<ModifyRequest>,
@@ -68,7 +70,7 @@ pub async fn modify_async(
         .or(req.query)
         .ok_or_else(|| ApiError::bad_request("the body needs \"exec\" (the SQL statement)"))?;
     let month = month_of(req.month.as_deref(), q.month.as_deref())?;
-    let ctx = context(&headers, month);
+    let ctx = context(&who, &headers, month);
     if req.is_batch {
         let rows = req.batch_params.ok_or_else(|| {
             ApiError::bad_request("\"is_batch\": true needs \"batch_params\": [[...], ...]")

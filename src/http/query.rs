@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use super::auth::Who;
 use super::budget::Held;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
@@ -22,7 +23,7 @@ use super::{
     answer, answer_held, context, json_bytes, month_of, params_of, resolve, timestamp, AppState,
     Shared,
 };
-use crate::engine::{CallContext, MonthId, SCRATCH_NODE};
+use crate::engine::{CallContext, Caller, MonthId, SCRATCH_NODE};
 
 #[derive(Deserialize, ToSchema)]
 pub struct QueryRequest {
@@ -172,6 +173,9 @@ async fn run_single(
         .await
         .map_err(|e| collect_error(e, state))?;
     crate::metrics::get().streamed("http", rows.count, 0);
+    if let Some(n) = crate::access_log::current() {
+        n.add_rows(rows.count);
+    }
     let JsonRows {
         columns,
         types,
@@ -210,6 +214,7 @@ async fn run_single(
 /// succeeding or failing on its own as in the original API.
 async fn run_cross_month(
     state: &AppState,
+    who: &Caller,
     headers: &HeaderMap,
     months: Vec<String>,
     sql: &str,
@@ -217,7 +222,7 @@ async fn run_cross_month(
     held: &mut Held,
 ) -> ApiResult<Vec<u8>> {
     let params = params_of(params)?;
-    let existing = state.engine.months();
+    let existing = state.engine.list_months(who)?;
     let mut results = Vec::new();
     let mut successful = 0;
     let mut budget = state.result_limit;
@@ -228,7 +233,7 @@ async fn run_cross_month(
         } else {
             let ctx = CallContext {
                 months: Some(id.to_string()),
-                ..context(headers, None)
+                ..context(who, headers, None)
             };
             match state.engine.stream_query(&ctx, sql, params.clone()).await {
                 Ok(stream) => collect(stream, RowShape::Objects { skip: 1 }, budget, held)
@@ -241,6 +246,9 @@ async fn run_cross_month(
             Ok(rows) => {
                 budget = budget.saturating_sub(rows.rows.len());
                 crate::metrics::get().streamed("http", rows.count, 0);
+                if let Some(n) = crate::access_log::current() {
+                    n.add_rows(rows.count);
+                }
                 successful += 1;
                 results.push(MonthResult {
                     month: id.to_string(),
@@ -288,12 +296,16 @@ async fn run_cross_month(
 }
 
 /// The months of a cross-month request (`None`: a single-month request).
-fn cross_months(state: &AppState, req: &QueryRequest) -> ApiResult<Option<Vec<String>>> {
+fn cross_months(
+    state: &AppState,
+    who: &Caller,
+    req: &QueryRequest,
+) -> ApiResult<Option<Vec<String>>> {
     if req.all_months == Some(true) {
         return Ok(Some(
             state
                 .engine
-                .months()
+                .list_months(who)?
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
@@ -329,20 +341,23 @@ fn cross_months(state: &AppState, req: &QueryRequest) -> ApiResult<Option<Vec<St
 )]
 pub async fn query_async(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
     Body(req): Body<QueryRequest>,
 ) -> ApiResult<Response> {
     let mut held = state.json.hold();
-    if let Some(months) = cross_months(&state, &req)? {
-        let body =
-            run_cross_month(&state, &headers, months, &req.query, req.params, &mut held).await?;
+    if let Some(months) = cross_months(&state, &who, &req)? {
+        let body = run_cross_month(
+            &state, &who, &headers, months, &req.query, req.params, &mut held,
+        )
+        .await?;
         return Ok(answer_held(StatusCode::OK, body, None, None, held));
     }
     let month = month_of(req.month.as_deref(), q.month.as_deref())?;
     let s = run_single(
         &state,
-        context(&headers, month),
+        context(&who, &headers, month),
         &req.query,
         req.params,
         &mut held,
@@ -369,6 +384,7 @@ pub async fn query_async(
 )]
 pub async fn query_stored(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
     Body(req): Body<QueryRequest>,
@@ -378,11 +394,19 @@ pub async fn query_stored(
             "a stored query runs on one month; use /api/v1/query/async for several months",
         ));
     }
-    let (ctx, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
+    let (ctx, resolved) = resolve(
+        &state,
+        &who,
+        &headers,
+        req.month.as_deref(),
+        q.month.as_deref(),
+    )?;
     let id = uuid::Uuid::new_v4().to_string();
-    state.results.start(&id, &resolved);
-    let (task_state, task_id) = (Arc::clone(&state), id.clone());
-    tokio::spawn(async move {
+    // Stored under its user too: only they can fetch it.
+    let (task_state, task_id) = (Arc::clone(&state), stored_key(&who, &id));
+    state.results.start(&task_id, &resolved);
+    let key = task_id.clone();
+    let task = tokio::spawn(async move {
         // Held while the answer is built; the stored result then counts
         // against the result store's own bound.
         let mut held = task_state.json.hold();
@@ -402,6 +426,7 @@ pub async fn query_stored(
             .results
             .finish(&task_id, status, Bytes::from(body));
     });
+    state.results.attach(&key, task.abort_handle());
     let body = json_bytes(&json!({
         "status": "success",
         "query_id": id,
@@ -424,6 +449,7 @@ pub async fn query_stored(
 )]
 pub async fn query_result(
     State(state): Shared,
+    Who(who): Who,
     PathParam(id): PathParam,
     Params(q): Params<MonthParam>,
 ) -> ApiResult<Response> {
@@ -433,7 +459,8 @@ pub async fn query_result(
             "query {id} not found: unknown, or expired (results are kept for one hour)"
         ))
     };
-    let stored = state.results.get(&id).ok_or_else(gone)?;
+    who.require(crate::engine::Role::Reader, "fetching a result")?;
+    let stored = state.results.get(&stored_key(&who, &id)).ok_or_else(gone)?;
     let of = match &stored {
         Stored::Running { month } | Stored::Done { month, .. } => month.clone(),
     };
@@ -451,4 +478,9 @@ pub async fn query_result(
         ),
         Stored::Done { status, body, .. } => answer(status, body.to_vec(), None, None),
     })
+}
+
+/// The result store's key of a user's stored query.
+fn stored_key(who: &Caller, id: &str) -> String {
+    format!("{}\u{0}{id}", who.user())
 }

@@ -1,7 +1,8 @@
 //! Stored results of `POST /api/v1/query`, fetched later by id with
 //! `GET /api/v1/query/result/{id}`. Retention is bounded: a result is kept
 //! for [`TTL`] after it finished, at most [`MAX_RESULTS`] of them and at
-//! most `max_bytes` of JSON together; beyond that the oldest go first. A
+//! most `max_bytes` of JSON together; beyond that the oldest go first (a
+//! query evicted while it runs is aborted, which interrupts DuckDB). A
 //! result can be fetched any number of times while it is kept.
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,8 @@ pub enum Stored {
 struct Entry {
     stored: Stored,
     at: Instant,
+    /// The task computing a running result.
+    task: Option<tokio::task::AbortHandle>,
 }
 
 pub struct ResultStore {
@@ -63,10 +66,22 @@ impl ResultStore {
                     month: month.to_string(),
                 },
                 at: Instant::now(),
+                task: None,
             },
         );
         s.order.push_back(id.to_string());
         self.evict(&mut s);
+    }
+
+    /// Ties a running result to the task computing it, which is aborted if
+    /// the result is evicted first (or at once, if it already was).
+    pub fn attach(&self, id: &str, task: tokio::task::AbortHandle) {
+        let mut s = self.inner.lock();
+        match s.entries.get_mut(id) {
+            Some(e) if matches!(e.stored, Stored::Running { .. }) => e.task = Some(task),
+            Some(_) => {}
+            None => task.abort(),
+        }
     }
 
     /// Stores a finished query's answer (dropped if it was evicted while
@@ -86,6 +101,7 @@ impl ResultStore {
             body,
         };
         e.at = Instant::now();
+        e.task = None;
         s.bytes += len;
         self.evict(&mut s);
     }
@@ -121,12 +137,15 @@ impl ResultStore {
                 break;
             }
             s.order.pop_front();
-            if let Some(Entry {
-                stored: Stored::Done { body, .. },
-                ..
-            }) = s.entries.remove(&id)
-            {
-                s.bytes -= body.len();
+            match s.entries.remove(&id) {
+                Some(Entry {
+                    stored: Stored::Done { body, .. },
+                    ..
+                }) => s.bytes -= body.len(),
+                Some(Entry {
+                    task: Some(task), ..
+                }) => task.abort(),
+                _ => {}
             }
         }
     }
@@ -148,5 +167,23 @@ mod tests {
         assert!(matches!(store.get("c"), Some(Stored::Done { .. })));
         store.start("d", "2026-01");
         assert!(matches!(store.get("d"), Some(Stored::Running { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_query_evicted_while_it_runs_is_aborted() {
+        let store = ResultStore::new(usize::MAX);
+        store.start("slow", "2026-01");
+        let task = tokio::spawn(std::future::pending::<()>());
+        store.attach("slow", task.abort_handle());
+        for i in 0..MAX_RESULTS {
+            store.start(&format!("q{i}"), "2026-01");
+        }
+        assert!(store.get("slow").is_none(), "evicted");
+        let ended = task.await.expect_err("aborted, not finished");
+        assert!(ended.is_cancelled());
+        // Attaching to a result already gone aborts at once.
+        let late = tokio::spawn(std::future::pending::<()>());
+        store.attach("slow", late.abort_handle());
+        assert!(late.await.expect_err("aborted").is_cancelled());
     }
 }

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, Response};
 use serde_json::json;
 
+use super::auth::Who;
 use super::error::ApiResult;
 use super::{answer, json_bytes, timestamp, Shared};
 
@@ -17,8 +18,8 @@ pub async fn page() -> Html<&'static str> {
 
 /// What the page shows: every month's nodes, request rates, sessions,
 /// health.
-pub async fn data(State(state): Shared) -> ApiResult<Response> {
-    let months = state.engine.node_status(None).await?;
+pub async fn data(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
+    let months = state.engine.node_status(&who, None).await?;
     let health = state.engine.health().await;
     let (sessions, transactions) = state.engine.open_sessions();
     let m = crate::metrics::get();

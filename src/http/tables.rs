@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::auth::Who;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Params, PathParam};
 use super::query::MonthParam;
@@ -51,11 +52,18 @@ pub struct TablesParam {
 )]
 pub async fn create_table(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<MonthParam>,
     Body(req): Body<CreateTableRequest>,
 ) -> ApiResult<Response> {
-    let (ctx, resolved) = resolve(&state, &headers, req.month.as_deref(), q.month.as_deref())?;
+    let (ctx, resolved) = resolve(
+        &state,
+        &who,
+        &headers,
+        req.month.as_deref(),
+        q.month.as_deref(),
+    )?;
     let columns = req
         .columns
         .into_iter()
@@ -94,13 +102,14 @@ pub async fn create_table(
 )]
 pub async fn list_tables(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     Params(q): Params<TablesParam>,
 ) -> ApiResult<Response> {
-    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
+    let (_, resolved) = resolve(&state, &who, &headers, None, q.month.as_deref())?;
     let tables: Vec<_> = state
         .engine
-        .tables(Some(&resolved), false)
+        .tables(&who, Some(&resolved), false)
         .await?
         .into_iter()
         .filter(|t| q.schema.as_ref().is_none_or(|s| *s == t.schema))
@@ -128,15 +137,16 @@ pub async fn list_tables(
 )]
 pub async fn table_schema(
     State(state): Shared,
+    Who(who): Who,
     headers: HeaderMap,
     PathParam(table): PathParam,
     Params(q): Params<TablesParam>,
 ) -> ApiResult<Response> {
-    let (_, resolved) = resolve(&state, &headers, None, q.month.as_deref())?;
+    let (_, resolved) = resolve(&state, &who, &headers, None, q.month.as_deref())?;
     let schema = q.schema.unwrap_or_else(|| "main".into());
     let columns = state
         .engine
-        .table_columns(&resolved, &schema, &table)
+        .table_columns(&who, &resolved, &schema, &table)
         .await?
         .ok_or_else(|| {
             ApiError::not_found(format!(

@@ -45,6 +45,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let mut client = FlightSqlServiceClient::new(channel);
+    if let Some(user) = &args.user {
+        // The password comes from the environment, never the command line.
+        let password = std::env::var("DUCKFLOCK_PASSWORD")
+            .context("--user needs the password in DUCKFLOCK_PASSWORD")?;
+        client
+            .handshake(user, &password)
+            .await
+            .context("signing in")?;
+    }
     if let Some(m) = &args.month {
         client.set_header("x-duckflock-month", m);
     }
