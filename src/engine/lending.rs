@@ -8,7 +8,7 @@
 //! budget that idle files do not use. Idle files shrink to a floor (a
 //! quarter of the even share, so their cached pages are evicted), files
 //! running short statements keep the even share, and the long ones split
-//! the rest. Limits are lowered before others are raised, and a file DuckDB
+//! the rest in proportion to the statements each runs. Limits are lowered before others are raised, and a file DuckDB
 //! cannot shrink (its memory is pinned) keeps its limit while the others
 //! get only what is left: the sum of the limits stays within the budget.
 //! `--max-temp-size` is lent in the same proportion.
@@ -88,7 +88,9 @@ pub const LONG: Duration = Duration::from_millis(200);
 pub enum Load {
     Idle,
     Short,
-    Long,
+    /// Statements have run for [`LONG`]; how many run now (each gets a share
+    /// of what is lent: two sorts on one replica need twice one's memory).
+    Long(u64),
 }
 
 /// Target limits for files under `loads`, given `slots` files' worth of
@@ -97,7 +99,13 @@ pub enum Load {
 pub fn targets(loads: &[Load], slots: u64, budget: u64) -> Vec<u64> {
     let slots = slots.max(loads.len() as u64).max(1);
     let even = budget / slots;
-    let long = loads.iter().filter(|l| **l == Load::Long).count() as u64;
+    let long: u64 = loads
+        .iter()
+        .map(|l| match l {
+            Load::Long(n) => (*n).max(1),
+            _ => 0,
+        })
+        .sum();
     if long == 0 {
         return vec![even; loads.len()];
     }
@@ -112,7 +120,7 @@ pub fn targets(loads: &[Load], slots: u64, budget: u64) -> Vec<u64> {
         .map(|l| match l {
             Load::Idle => floor,
             Load::Short => even,
-            Load::Long => lent.max(even),
+            Load::Long(n) => (lent * (*n).max(1)).max(even),
         })
         .collect()
 }
@@ -154,7 +162,7 @@ pub fn apply(nodes: &[Arc<Node>], targets: &[u64], budget: u64, temp_budget: u64
 pub fn load_of(node: &Node) -> Load {
     match node.busy_for() {
         None => Load::Idle,
-        Some(d) if d >= LONG => Load::Long,
+        Some(d) if d >= LONG => Load::Long(node.running() as u64),
         Some(_) => Load::Short,
     }
 }
@@ -179,7 +187,7 @@ mod tests {
     fn a_long_statement_borrows_what_idle_files_leave() {
         // 96 files (12 months of 8), one long statement.
         let mut loads = vec![Load::Idle; 96];
-        loads[5] = Load::Long;
+        loads[5] = Load::Long(1);
         let budget = 3072 * MB;
         let t = targets(&loads, 96, budget);
         let even = budget / 96;
@@ -190,12 +198,20 @@ mod tests {
 
     #[test]
     fn short_statements_keep_their_share_and_long_ones_split() {
-        let loads = [Load::Long, Load::Short, Load::Long, Load::Idle];
+        let loads = [Load::Long(1), Load::Short, Load::Long(1), Load::Idle];
         let t = targets(&loads, 8, 800 * MB);
         assert_eq!(t[1], 100 * MB);
         assert_eq!(t[0], t[2]);
         // Four unopened slots keep their even share.
         assert!(t.iter().sum::<u64>() + 4 * 100 * MB <= 800 * MB);
         assert!(t[0] > 100 * MB);
+    }
+
+    #[test]
+    fn a_file_running_two_long_statements_gets_two_shares() {
+        let loads = [Load::Long(2), Load::Long(1), Load::Idle, Load::Idle];
+        let t = targets(&loads, 4, 1200 * MB);
+        assert_eq!(t[0], 2 * t[1], "{} vs {}", t[0] / MB, t[1] / MB);
+        assert!(t.iter().sum::<u64>() <= 1200 * MB);
     }
 }

@@ -71,6 +71,11 @@ impl Node {
         Busy(self)
     }
 
+    /// Statements running on the file now.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
     /// How long the file has had statements running without a break.
     pub fn busy_for(&self) -> Option<Duration> {
         self.busy_since.lock().map(|t| t.elapsed())
