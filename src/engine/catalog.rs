@@ -224,7 +224,8 @@ pub fn foreign_keys(conn: &Conn, catalog: &str) -> EngineResult<Vec<ForeignKey>>
 
 impl Engine {
     /// Runs a catalog query on the primary of every month that matches
-    /// `catalog` (all months when `None`) and concatenates the rows.
+    /// `catalog` (all months when `None`) and concatenates the rows. Months
+    /// not open are read without being opened (`MonthRegistry::read_catalog`).
     async fn per_month<T: Send + 'static>(
         self: &Arc<Self>,
         caller: &Caller,
@@ -235,13 +236,11 @@ impl Engine {
         let me = Arc::clone(self);
         blocking(move || {
             let mut out = Vec::new();
-            for m in ids
-                .into_iter()
-                .filter_map(|id| me.months.get(id).transpose())
-            {
-                let m = m?;
-                let name = m.id.to_string();
-                out.extend(m.primary().lease()?.with(|c| query(c, &name))?);
+            for id in ids {
+                let name = id.to_string();
+                if let Some(rows) = me.months.read_catalog(id, |c| query(c, &name))? {
+                    out.extend(rows);
+                }
             }
             Ok(out)
         })

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::duck::DbOptions;
+use crate::duck::{Conn, Database, DbOptions};
 
 use super::capture;
 use super::changelog::ChangeLog;
@@ -230,6 +230,43 @@ impl MonthRegistry {
         }
         tracing::info!(month = %id, created, "opened month");
         Ok(month)
+    }
+
+    /// Runs `f` on month `id`'s primary without opening the month: the open
+    /// month's primary when it is open, else the primary file opened
+    /// read-only for this call alone (one thread, one slot of the memory
+    /// budget) and closed after it. Metadata calls over every month thus
+    /// hold at most one extra file open at a time instead of opening every
+    /// month with its replicas and appliers. `None`: no such month.
+    pub fn read_catalog<T>(
+        &self,
+        id: MonthId,
+        f: impl FnOnce(&Conn) -> EngineResult<T>,
+    ) -> EngineResult<Option<T>> {
+        if !self.exists(id) {
+            return Ok(None);
+        }
+        if let Some(m) = self.get_open(id) {
+            return m.primary().lease()?.with(f).map(Some);
+        }
+        // Held while the file is open: the month cannot be opened for
+        // writing (a second DuckDB instance on the same file) meanwhile.
+        let guard = self.lifecycle.lock();
+        if let Some(m) = self.get_open(id) {
+            drop(guard);
+            return m.primary().lease()?.with(f).map(Some);
+        }
+        let slots = self.slots(self.open.lock().len() + 1);
+        let opts = DbOptions {
+            memory_limit: Some(memory_setting(self.budget / slots)),
+            threads: Some(1),
+            read_only: true,
+            ..self.opts.spill_dir(&format!("{id}/node_0"))
+        };
+        let path = self.data_dir.join(id.to_string()).join("node_0.db");
+        let db = Database::open(&path, &opts)?;
+        let conn = db.connect()?;
+        f(&conn).map(Some)
     }
 
     fn files_per_month(&self) -> u64 {

@@ -1988,6 +1988,68 @@ def test_max_months_bounds_month_creation(tmp_path):
         stop(proc)
 
 
+def test_metadata_calls_do_not_open_every_month(tmp_path):
+    """Hole 4, the other half: metadata calls without a catalog (ADBC
+    get_objects, GetCatalogs, GetDbSchemas, GetTables with schemas) used to
+    open every month, 1 + --replicas files and an applier thread per replica
+    each, and keep them open until --month-idle-timeout. Now a month that is
+    not open is read from its primary file, read-only, for the call alone:
+    after the calls /health counts no open month, the answers equal those
+    given while the months were open, and the months still take writes
+    (the read-only copy is closed before a month can open for writing)."""
+    tmp_path = canonical(tmp_path)
+    data = tmp_path / "data"
+    months = [f"2032-{n:02d}" for n in range(1, 7)]
+    proc, f, h = start(data, "--replicas", "1")
+    S = Srv(proc, f, h, data, tmp_path)
+
+    def answers():
+        with S.adbc() as c:
+            objects = c.adbc_get_objects().read_all().to_pylist()
+        tables = sorted((o["catalog_name"], sch["db_schema_name"], t["table_name"])
+                        for o in objects for sch in (o["catalog_db_schemas"] or [])
+                        for t in (sch["db_schema_tables"] or []))
+        fc = S.flight()
+        return {
+            "adbc tables": tables,
+            "catalogs": sorted(fc.fetch(cmd("CommandGetCatalogs")).column("catalog_name").to_pylist()),
+            "schemas": sorted(zip(*[fc.fetch(cmd("CommandGetDbSchemas")).column(k).to_pylist()
+                                    for k in ("catalog_name", "db_schema_name")])),
+            "tables": sorted(map(str, fc.fetch(cmd("CommandGetTables", bytes([0x28, 1]))).to_pylist())),
+        }
+
+    def open_months():
+        return Api(S.url).get("/health").json["open_months"]
+
+    try:
+        for i, m in enumerate(months):
+            with S.adbc(month=m) as c:
+                rows(c, f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v VARCHAR)")
+                rows(c, f"INSERT INTO t{i} VALUES (1, 'a')")
+        before = answers()
+        assert [t for t in before["adbc tables"] if t[1] == "main"] == [
+            (m, "main", f"t{i}") for i, m in enumerate(months)], before
+        assert open_months() == len(months)
+    finally:
+        stop(proc)
+    proc, f, h = start(data, "--replicas", "1")
+    S = Srv(proc, f, h, data, tmp_path)
+    try:
+        assert open_months() == 0
+        after = answers()
+        assert after == before
+        assert open_months() == 0, "a metadata call left months open"
+        with S.adbc(month=months[2]) as c:
+            rows(c, "INSERT INTO t2 VALUES (2, 'b')")
+        S.sync(months[2])
+        assert open_months() == 1
+        assert S.flight().sql("SELECT count(*) AS n FROM t2", months[2]).to_pylist() == [{"n": 2}]
+        assert answers() == before
+        assert open_months() == 1
+    finally:
+        stop(proc)
+
+
 # ---------------------------------------------------------------- fuzz
 
 
