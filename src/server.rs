@@ -98,6 +98,7 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut builder = tonic::transport::Server::builder();
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let http_tls = match tls {
         Some((flight_tls, http_tls)) => {
             builder = builder.tls_config(flight_tls)?;
@@ -115,7 +116,7 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
     );
     let state = Arc::new(AppState::new(
         Arc::clone(&engine),
-        addr,
+        format!("{scheme}://{addr}"),
         usize::try_from(cfg.http_result_limit).unwrap_or(usize::MAX),
         auth.clone(),
         cfg.http_allow_origin.clone(),

@@ -26,7 +26,7 @@ pub async fn root(State(state): Shared) -> ApiResult<Response> {
         "docs": "/docs",
         "openapi": "/openapi.json",
         "metrics": "/metrics",
-        "flight_sql": format!("grpc://{}", state.flight_addr),
+        "flight_sql": state.flight_uri.clone(),
         "endpoints": {
             "health": "GET /health",
             "status": "GET /status",

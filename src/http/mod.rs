@@ -39,8 +39,9 @@ const MAX_BODY: usize = 64 << 20;
 
 pub struct AppState {
     pub engine: Arc<Engine>,
-    /// Where Flight SQL listens (named in answers that point there).
-    pub flight_addr: SocketAddr,
+    /// Where Flight SQL listens, as a client's URI (`grpc://` or
+    /// `grpc+tls://`), named in answers that point there.
+    pub flight_uri: String,
     /// Bytes of JSON one answer may hold.
     pub result_limit: usize,
     results: results::ResultStore,
@@ -55,7 +56,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         engine: Arc<Engine>,
-        flight_addr: SocketAddr,
+        flight_uri: String,
         result_limit: usize,
         auth: Option<Arc<Auth>>,
         origins: Vec<String>,
@@ -64,7 +65,7 @@ impl AppState {
             auth,
             origins: auth::Origins(origins),
             engine,
-            flight_addr,
+            flight_uri,
             result_limit,
             // Stored results together may hold four answers of the largest
             // size, and at least 256 MB.

@@ -112,18 +112,18 @@ fn collect_error(e: CollectError, state: &AppState) -> ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the HTTP gateway is building {} bytes of JSON answers, its limit for all requests \
-                 together: retry in a moment, or fetch through Flight SQL at grpc://{}, which streams",
-                b.budget, state.flight_addr
+                 together: retry in a moment, or fetch through Flight SQL at {}, which streams",
+                b.budget, state.flight_uri
             ),
         )
         .with("retry_after_s", json!(1)),
         CollectError::TooLarge(t) => ApiError::bad_request(format!(
             "the result is larger than the HTTP gateway's limit of {} bytes of JSON ({} rows read before it stopped): \
-             fetch large results through Flight SQL at grpc://{}, which streams them in Arrow, or narrow the query",
-            state.result_limit, t.rows_so_far, state.flight_addr
+             fetch large results through Flight SQL at {}, which streams them in Arrow, or narrow the query",
+            state.result_limit, t.rows_so_far, state.flight_uri
         ))
         .with("limit_bytes", json!(state.result_limit))
-        .with("flight_sql", json!(format!("grpc://{}", state.flight_addr))),
+        .with("flight_sql", json!(state.flight_uri.clone())),
     }
 }
 

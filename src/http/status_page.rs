@@ -36,7 +36,7 @@ pub async fn data(State(state): Shared, Who(who): Who) -> ApiResult<Response> {
         "requests_per_second": {"last_10s": rates(10), "last_60s": rates(60)},
         "open_sessions": sessions,
         "open_transactions": transactions,
-        "flight_sql": format!("grpc://{}", state.flight_addr),
+        "flight_sql": state.flight_uri.clone(),
         "timestamp": timestamp(),
     });
     Ok(answer(StatusCode::OK, json_bytes(&body)?, None, None))

@@ -2291,7 +2291,8 @@ def test_tls_round_trip_on_both_doors(tls_server, pki):
     """--tls-cert/--tls-key: the listening lines are unchanged; the ADBC
     driver (grpc+tls://, tls_root_certs) and pyarrow (tls_root_certs) sign
     in, write and read; HTTPS answers /health and an authenticated query,
-    and still refuses a request without credentials."""
+    names the Flight SQL door as grpc+tls://, and still refuses a request
+    without credentials."""
     S = tls_server
     assert re.fullmatch(r"127\.0\.0\.1:\d+", S.printed[0]) and re.fullmatch(r"127\.0\.0\.1:\d+", S.printed[1])
     assert S.uri.startswith("grpc+tls://")
@@ -2310,6 +2311,8 @@ def test_tls_round_trip_on_both_doors(tls_server, pki):
         "POST", "/api/v1/query/async", {"query": "SELECT count(*) FROM tls_t", "month": "2031-01"})
     assert data_rows(out) == [[1000]]
     assert Api(S.url, context=ctx).get("/api/v1/months").status == 401
+    # The gateway points clients at the Flight SQL door with its TLS scheme.
+    assert Api(S.url, basic("rita", S.password("rita")), ctx).get("/").json["flight_sql"] == S.uri
 
 
 def test_tls_refuses_plaintext_and_untrusted_clients(tls_server, pki):
