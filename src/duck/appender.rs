@@ -211,7 +211,32 @@ pub fn copy_rows(
     schema: &str,
     table: &str,
 ) -> DuckResult<u64> {
-    let mut stmt = src.prepare(select)?;
+    let stmt = src.prepare(select)?;
+    append_rows(stmt, dst, catalog, schema, table)
+}
+
+/// [`copy_rows`] of one of the server's fixed statements (`$1`, ...
+/// bound to `params`), kept prepared on `src` ([`Conn::kept_bound`]).
+pub fn copy_rows_kept(
+    src: &Conn,
+    select: &str,
+    params: &[super::Param<'_>],
+    dst: &Conn,
+    catalog: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> DuckResult<u64> {
+    let stmt = src.kept_bound(select, params)?;
+    append_rows(stmt, dst, catalog, schema, table)
+}
+
+fn append_rows(
+    mut stmt: super::Prepared<'_>,
+    dst: &Conn,
+    catalog: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> DuckResult<u64> {
     let mut res = stmt.execute_streaming()?;
     let mut app: Option<Appender<'_>> = None;
     let mut rows = 0u64;

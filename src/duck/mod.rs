@@ -15,13 +15,13 @@ mod sheet;
 mod statement;
 mod xlsx;
 
-pub use appender::{copy_rows, Appender, Chunk};
+pub use appender::{copy_rows, copy_rows_kept, Appender, Chunk};
 pub use arrow_in::{sql_types, ArrowInserter};
 pub use database::{Conn, Database, DbOptions, FilesSetting, InterruptHandle};
 pub use error::{DuckError, DuckErrorKind};
 pub use params::bind_row;
 pub use result::QueryResult;
-pub use statement::{Prepared, StatementType};
+pub use statement::{Param, Prepared, StatementType};
 
 use std::ffi::CStr;
 use std::os::raw::c_char;

@@ -87,6 +87,16 @@ impl StatementType {
 pub struct Prepared<'c> {
     raw: ffi::duckdb_prepared_statement,
     conn: &'c Conn,
+    /// Destroyed on drop; false for a statement the connection keeps
+    /// ([`Conn::cached`]).
+    owned: bool,
+}
+
+/// A parameter of one of the server's own statements.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
 }
 
 impl<'c> Prepared<'c> {
@@ -95,7 +105,11 @@ impl<'c> Prepared<'c> {
         raw: ffi::duckdb_prepared_statement,
         state: ffi::duckdb_state,
     ) -> DuckResult<Self> {
-        let stmt = Prepared { raw, conn };
+        let stmt = Prepared {
+            raw,
+            conn,
+            owned: true,
+        };
         if state != ffi::DuckDBSuccess {
             // SAFETY: a failed prepare still returns a statement holding the error.
             let msg = cstr_to_string(unsafe { ffi::duckdb_prepare_error(raw) })
@@ -107,6 +121,48 @@ impl<'c> Prepared<'c> {
 
     pub(crate) fn raw(&self) -> ffi::duckdb_prepared_statement {
         self.raw
+    }
+
+    /// A statement the connection keeps (not destroyed on drop).
+    pub(crate) fn kept(conn: &'c Conn, raw: ffi::duckdb_prepared_statement) -> Self {
+        Prepared {
+            raw,
+            conn,
+            owned: false,
+        }
+    }
+
+    /// Hands the statement over to its connection's cache.
+    pub(crate) fn keep(mut self) -> ffi::duckdb_prepared_statement {
+        self.owned = false;
+        self.raw
+    }
+
+    /// Binds `params` to `$1`, `$2`, ... (the previous bindings cleared).
+    pub fn bind_params(&mut self, params: &[Param<'_>]) -> DuckResult<()> {
+        self.clear_bindings();
+        for (i, p) in params.iter().enumerate() {
+            let idx = i as u64 + 1;
+            // SAFETY: valid statement; the text is copied by DuckDB.
+            let state = unsafe {
+                match p {
+                    Param::Int(v) => ffi::duckdb_bind_int64(self.raw, idx, *v),
+                    Param::Text(t) => ffi::duckdb_bind_varchar_length(
+                        self.raw,
+                        idx,
+                        t.as_ptr().cast(),
+                        t.len() as u64,
+                    ),
+                }
+            };
+            if state != ffi::DuckDBSuccess {
+                return Err(DuckError::new(
+                    super::error::DuckErrorKind::InvalidInput,
+                    format!("cannot bind parameter {idx}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// DuckDB's statement type for this statement.
@@ -195,6 +251,9 @@ impl<'c> Prepared<'c> {
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // SAFETY: created by duckdb_prepare*; destroyed once.
         unsafe { ffi::duckdb_destroy_prepare(&mut self.raw) };
     }

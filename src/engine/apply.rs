@@ -10,10 +10,10 @@
 //! Any difference fails the batch (rolled back; the replica is marked
 //! failed and rebuilt) instead of leaving a replica that silently differs.
 
-use crate::duck::{copy_rows, Conn};
+use crate::duck::{copy_rows_kept, Conn, Param};
 
 use super::capture::{in_transaction, literal, quote, ChangeSet, Op};
-use super::catalog::{rows, sys};
+use super::catalog::{rows, rows_cached, sys};
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA as S;
 use super::visibility::{self, ROW_GROUP};
@@ -29,12 +29,17 @@ const STAGE: &str = "__df_stage";
 /// none after `upto`, from the primary to the replica; returns the new
 /// applied LSN.
 pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> EngineResult<u64> {
-    let sets = rows(
+    let sets = rows_cached(
         primary,
         &format!(
-            "SELECT lsn, txn, ops FROM {S}.changes WHERE lsn > {applied} AND lsn <= {upto}
+            "SELECT lsn, txn, ops FROM {S}.changes WHERE lsn > $1 AND lsn <= $2
              ORDER BY lsn LIMIT {BATCH}"
         ),
+        // `upto` is u64::MAX when nothing holds the replica back.
+        &[
+            Param::Int(applied.min(i64::MAX as u64) as i64),
+            Param::Int(upto.min(i64::MAX as u64) as i64),
+        ],
     )?;
     let Some(first) = sets.first() else {
         // Called only when the primary is ahead: the change sets were pruned.
@@ -67,10 +72,13 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> E
                 .map_err(|e| EngineError::internal(format!("change set {lsn}: {}", e.message)))?;
             last = lsn;
         }
-        super::capture::internal(
-            replica,
-            &format!("INSERT OR REPLACE INTO {S}.meta VALUES ('applied_lsn', '{last}')"),
-        )?;
+        super::capture::internal_with(replica, || {
+            replica.cached(
+                &format!("INSERT OR REPLACE INTO {S}.meta VALUES ('applied_lsn', $1)"),
+                &[Param::Text(&last.to_string())],
+            )?;
+            Ok(())
+        })?;
         Ok(last)
     })?;
     // A batch may replay DDL that created a table with no rows and append a
@@ -117,8 +125,14 @@ fn apply_one(
                 for img in images {
                     let target = format!("{}.{}", quote(&img.schema), quote(&img.table));
                     replica.execute_batch(&format!("DELETE FROM {target}"))?;
-                    let select = shadow_rows(&img.shadow, "*", txn, *stmt, *stmt, 1);
-                    let n = copy_rows(primary, &select, replica, None, &img.schema, &img.table)?;
+                    let n = copy_shadow_rows(
+                        primary,
+                        replica,
+                        (&img.shadow, "*", txn, *stmt, *stmt, 1),
+                        None,
+                        &img.schema,
+                        &img.table,
+                    )?;
                     expect(img.rows, n, || format!("image of {target}"))?;
                     if n >= ROW_GROUP {
                         large.push(target);
@@ -148,8 +162,14 @@ fn apply_one(
                     delete_rows(primary, replica, &step, *old_rows)?;
                 }
                 if *ins {
-                    let select = shadow_rows(shadow, "*", txn, *lo, *hi, 1);
-                    let n = copy_rows(primary, &select, replica, None, schema, table)?;
+                    let n = copy_shadow_rows(
+                        primary,
+                        replica,
+                        (shadow, "*", txn, *lo, *hi, 1),
+                        None,
+                        schema,
+                        table,
+                    )?;
                     expect(*new_rows, n, || format!("new rows of {}", step.target()))?;
                     if n >= ROW_GROUP {
                         large.push(step.target());
@@ -181,19 +201,37 @@ impl Step<'_> {
 }
 
 /// The shadow rows with operation `op` (+1 new image, -1 old image) of
-/// statements `lo..=hi` of transaction `txn`; `columns` is `*` or a list of
-/// quoted columns.
-fn shadow_rows(shadow: &str, columns: &str, txn: u64, lo: i64, hi: i64, op: i8) -> String {
+/// statements `lo..=hi` of transaction `txn`, copied from the primary to
+/// `catalog.schema.table` on the replica; `columns` is `*` or a list of
+/// quoted columns. One text per shadow, columns and op: kept prepared on
+/// the primary's connection, the transaction and statements its parameters.
+#[allow(clippy::too_many_arguments)]
+fn copy_shadow_rows(
+    primary: &Conn,
+    replica: &Conn,
+    step: (&str, &str, u64, i64, i64, i8),
+    catalog: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> EngineResult<u64> {
+    let (shadow, columns, txn, lo, hi, op) = step;
     let columns = if columns == "*" {
         "* EXCLUDE (__txn, __stmt, __op)"
     } else {
         columns
     };
-    format!(
-        "SELECT {columns} FROM {S}.{} \
-         WHERE __txn = {txn} AND __stmt BETWEEN {lo} AND {hi} AND __op = {op}",
+    let select = format!(
+        "SELECT {columns} FROM {S}.{} WHERE __txn = $1 AND __stmt BETWEEN $2 AND $3 AND __op = {op}",
         quote(shadow)
-    )
+    );
+    let params = [
+        Param::Int(txn.min(i64::MAX as u64) as i64),
+        Param::Int(lo),
+        Param::Int(hi),
+    ];
+    Ok(copy_rows_kept(
+        primary, &select, &params, replica, catalog, schema, table,
+    )?)
 }
 
 /// The columns of a table of the replica's database in order: (name, type).
@@ -280,8 +318,14 @@ fn delete_rows(
         .map(|(c, _)| quote(c))
         .collect::<Vec<_>>()
         .join(", ");
-    let select = shadow_rows(step.shadow, &list, step.txn, step.lo, step.hi, -1);
-    let images = copy_rows(primary, &select, replica, Some("temp"), "main", STAGE)?;
+    let images = copy_shadow_rows(
+        primary,
+        replica,
+        (step.shadow, &list, step.txn, step.lo, step.hi, -1),
+        Some("temp"),
+        "main",
+        STAGE,
+    )?;
     expect(shipped, images, || format!("old rows of {target}"))?;
     let sql = if !key.is_empty() {
         let on = key
@@ -460,6 +504,7 @@ mod crash_tests {
     use std::path::Path;
 
     use super::*;
+    use crate::duck::copy_rows;
     use crate::duck::{Database, DbOptions};
 
     fn db() -> Conn {

@@ -10,9 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::duck::Conn;
+use crate::duck::{Conn, Param};
 
-use super::catalog::rows;
+use super::catalog::{rows, rows_cached};
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
 use super::months::INTERNAL_SCHEMA as S;
@@ -37,14 +37,23 @@ const GUARDED: [&str; 4] = ["meta", "capture", "changes", "ddl"];
 /// triggers let through only under [`INTERNAL_VAR`]. The variable is reset
 /// whatever happens; a connection where that fails is not reused.
 pub(super) fn internal(conn: &Conn, sql: &str) -> EngineResult<()> {
-    let out = conn.execute_batch(&format!("SET VARIABLE {INTERNAL_VAR} = true; {sql}"));
+    internal_with(conn, || Ok(conn.execute_batch(sql)?))
+}
+
+/// [`internal`] for any statements `f` runs (kept prepared ones among them).
+pub(super) fn internal_with<T>(
+    conn: &Conn,
+    f: impl FnOnce() -> EngineResult<T>,
+) -> EngineResult<T> {
+    conn.cached(&format!("SET VARIABLE {INTERNAL_VAR} = true"), &[])?;
+    let out = f();
     if conn
-        .execute_batch(&format!("RESET VARIABLE {INTERNAL_VAR}"))
+        .cached(&format!("RESET VARIABLE {INTERNAL_VAR}"), &[])
         .is_err()
     {
         conn.mark_spent();
     }
-    Ok(out?)
+    out
 }
 
 /// Statement triggers on `table` (in the bookkeeping schema) that fail
@@ -167,10 +176,10 @@ pub(super) fn in_transaction<T>(
     conn: &Conn,
     f: impl FnOnce() -> EngineResult<T>,
 ) -> EngineResult<T> {
-    conn.execute_batch("BEGIN TRANSACTION")?;
+    conn.cached("BEGIN TRANSACTION", &[])?;
     match f() {
         Ok(v) => {
-            conn.execute_batch("COMMIT")?;
+            conn.cached("COMMIT", &[])?;
             Ok(v)
         }
         Err(e) => {
@@ -238,9 +247,10 @@ pub fn pruned_lsn(conn: &Conn) -> EngineResult<u64> {
 
 /// Every shadow table: (shadow, schema, table).
 fn shadows(conn: &Conn) -> EngineResult<Vec<(String, String, String)>> {
-    Ok(rows(
+    Ok(rows_cached(
         conn,
         &format!("SELECT shadow, tbl_schema, tbl_name FROM {S}.capture ORDER BY shadow"),
+        &[],
     )?
     .iter()
     .map(|r| (cell(r, 0), cell(r, 1), cell(r, 2)))
@@ -250,9 +260,14 @@ fn shadows(conn: &Conn) -> EngineResult<Vec<(String, String, String)>> {
 /// Starts a captured write transaction on a primary connection.
 pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
     let txn = log.new_txn();
-    conn.execute_batch(&format!(
-        "BEGIN TRANSACTION; SET VARIABLE {TXN_VAR} = {txn}"
-    ))?;
+    conn.cached("BEGIN TRANSACTION", &[])?;
+    if let Err(e) = conn.cached(
+        &format!("SET VARIABLE {TXN_VAR} = $1"),
+        &[Param::Int(txn as i64)],
+    ) {
+        conn.rollback();
+        return Err(e.into());
+    }
     Ok(txn)
 }
 
@@ -582,18 +597,19 @@ pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet
     let mut parts = vec![
         format!(
             "SELECT 'd' AS k, stmt AS n, sql AS a, images AS b, NULL::BIGINT AS del, NULL::BIGINT AS ins
-             FROM {S}.ddl WHERE txn = {txn}"
+             FROM {S}.ddl WHERE txn = $1"
         ),
         format!(
             "SELECT 'q', last_value, schema_name, sequence_name, NULL, NULL FROM system.main.duckdb_sequences()
-             WHERE database_name = current_database() AND NOT temporary
-               AND schema_name <> '{S}' AND last_value IS NOT NULL"
+             WHERE database_name = {} AND NOT temporary
+               AND schema_name <> '{S}' AND last_value IS NOT NULL",
+            literal(conn.database_name()?)
         ),
     ];
     for (shadow, _, _) in &all {
         parts.push(format!(
             "SELECT 'r', __stmt, {}, NULL, count(*) FILTER (WHERE __op < 0), count(*) FILTER (WHERE __op > 0)
-             FROM {S}.{} WHERE __txn = {txn} GROUP BY __stmt",
+             FROM {S}.{} WHERE __txn = $1 GROUP BY __stmt",
             literal(shadow),
             quote(shadow)
         ));
@@ -602,7 +618,8 @@ pub fn collect(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<ChangeSet
     let mut ddl_stmts = Vec::new();
     let mut row_steps = Vec::new();
     let mut seqs = Vec::new();
-    for r in rows(conn, &parts.join(" UNION ALL "))? {
+    // One text per set of shadows: kept prepared, the transaction a parameter.
+    for r in rows_cached(conn, &parts.join(" UNION ALL "), &[Param::Int(txn as i64)])? {
         match cell(&r, 0).as_str() {
             "d" => {
                 let images: Vec<Image> = serde_json::from_str(&cell(&r, 3))
@@ -695,21 +712,25 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
     let out = (|| {
         let cs = collect(conn, txn, log)?;
         if cs.ops.is_empty() && cs.seqs.is_empty() {
-            conn.execute_batch("COMMIT")?;
+            conn.cached("COMMIT", &[])?;
             return Ok((None, Vec::new()));
         }
         let json = serde_json::to_string(&cs)
             .map_err(|e| EngineError::internal(format!("change set: {e}")))?;
         let mut state = log.lock();
         let lsn = state.last_lsn + 1;
-        internal(
-            conn,
-            &format!(
-                "INSERT INTO {S}.changes VALUES ({lsn}, {txn}, now(), {})",
-                literal(&json)
-            ),
-        )?;
-        conn.execute_batch("COMMIT")?;
+        internal_with(conn, || {
+            conn.cached(
+                &format!("INSERT INTO {S}.changes VALUES ($1, $2, now(), $3)"),
+                &[
+                    Param::Int(lsn as i64),
+                    Param::Int(txn as i64),
+                    Param::Text(&json),
+                ],
+            )?;
+            Ok(())
+        })?;
+        conn.cached("COMMIT", &[])?;
         for p in &cs.seqs {
             let e = state.shipped_seqs.entry(p.key()).or_insert(p.last);
             *e = (*e).max(p.last);

@@ -7,7 +7,7 @@ use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, SchemaRef};
 
-use crate::duck::Conn;
+use crate::duck::{Conn, Param};
 
 use super::capture::literal;
 use super::error::{EngineError, EngineResult};
@@ -96,7 +96,20 @@ pub(super) fn sys(name: &str) -> String {
 
 /// Runs an internal query and returns every cell as an optional string.
 pub(super) fn rows(conn: &Conn, sql: &str) -> EngineResult<Vec<Vec<Option<String>>>> {
-    let mut res = conn.query(sql)?;
+    cells(conn.query(sql)?)
+}
+
+/// [`rows`] of a fixed statement kept prepared on the connection
+/// ([`Conn::cached`]), with parameters `$1`, ...
+pub(super) fn rows_cached(
+    conn: &Conn,
+    sql: &str,
+    params: &[Param<'_>],
+) -> EngineResult<Vec<Vec<Option<String>>>> {
+    cells(conn.cached(sql, params)?)
+}
+
+fn cells(mut res: crate::duck::QueryResult<'_>) -> EngineResult<Vec<Vec<Option<String>>>> {
     let mut out = Vec::new();
     while let Some(batch) = res.next_batch()? {
         let cols: Vec<_> = batch
