@@ -125,14 +125,15 @@ fn apply_one(
                 for img in images {
                     let target = format!("{}.{}", quote(&img.schema), quote(&img.table));
                     replica.execute_batch(&format!("DELETE FROM {target}"))?;
-                    let n = copy_shadow_rows(
-                        primary,
-                        replica,
-                        (&img.shadow, "*", txn, *stmt, *stmt, 1),
-                        None,
-                        &img.schema,
-                        &img.table,
-                    )?;
+                    let image = Step {
+                        txn,
+                        lo: *stmt,
+                        hi: *stmt,
+                        schema: &img.schema,
+                        table: &img.table,
+                        shadow: &img.shadow,
+                    };
+                    let n = image.copy(primary, replica, "*", 1, None)?;
                     expect(img.rows, n, || format!("image of {target}"))?;
                     if n >= ROW_GROUP {
                         large.push(target);
@@ -162,14 +163,7 @@ fn apply_one(
                     delete_rows(primary, replica, &step, *old_rows)?;
                 }
                 if *ins {
-                    let n = copy_shadow_rows(
-                        primary,
-                        replica,
-                        (shadow, "*", txn, *lo, *hi, 1),
-                        None,
-                        schema,
-                        table,
-                    )?;
+                    let n = step.copy(primary, replica, "*", 1, None)?;
                     expect(*new_rows, n, || format!("new rows of {}", step.target()))?;
                     if n >= ROW_GROUP {
                         large.push(step.target());
@@ -200,38 +194,42 @@ impl Step<'_> {
     }
 }
 
-/// The shadow rows with operation `op` (+1 new image, -1 old image) of
-/// statements `lo..=hi` of transaction `txn`, copied from the primary to
-/// `catalog.schema.table` on the replica; `columns` is `*` or a list of
-/// quoted columns. One text per shadow, columns and op: kept prepared on
-/// the primary's connection, the transaction and statements its parameters.
-#[allow(clippy::too_many_arguments)]
-fn copy_shadow_rows(
-    primary: &Conn,
-    replica: &Conn,
-    step: (&str, &str, u64, i64, i64, i8),
-    catalog: Option<&str>,
-    schema: &str,
-    table: &str,
-) -> EngineResult<u64> {
-    let (shadow, columns, txn, lo, hi, op) = step;
-    let columns = if columns == "*" {
-        "* EXCLUDE (__txn, __stmt, __op)"
-    } else {
-        columns
-    };
-    let select = format!(
-        "SELECT {columns} FROM {S}.{} WHERE __txn = $1 AND __stmt BETWEEN $2 AND $3 AND __op = {op}",
-        quote(shadow)
-    );
-    let params = [
-        Param::Int(txn.min(i64::MAX as u64) as i64),
-        Param::Int(lo),
-        Param::Int(hi),
-    ];
-    Ok(copy_rows_kept(
-        primary, &select, &params, replica, catalog, schema, table,
-    )?)
+impl Step<'_> {
+    /// Copies this step's shadow rows with operation `op` (+1 new image,
+    /// -1 old image) from the primary into the table on the replica, or
+    /// into the temp table `stage`; `columns` is `*` or a list of quoted
+    /// columns. One text per shadow, columns and op: kept prepared on the
+    /// primary's connection, the transaction and statements its parameters.
+    fn copy(
+        &self,
+        primary: &Conn,
+        replica: &Conn,
+        columns: &str,
+        op: i8,
+        stage: Option<&str>,
+    ) -> EngineResult<u64> {
+        let columns = if columns == "*" {
+            "* EXCLUDE (__txn, __stmt, __op)"
+        } else {
+            columns
+        };
+        let select = format!(
+            "SELECT {columns} FROM {S}.{} WHERE __txn = $1 AND __stmt BETWEEN $2 AND $3 AND __op = {op}",
+            quote(self.shadow)
+        );
+        let params = [
+            Param::Int(self.txn.min(i64::MAX as u64) as i64),
+            Param::Int(self.lo),
+            Param::Int(self.hi),
+        ];
+        let (catalog, schema, table) = match stage {
+            Some(t) => (Some("temp"), "main", t),
+            None => (None, self.schema, self.table),
+        };
+        Ok(copy_rows_kept(
+            primary, &select, &params, replica, catalog, schema, table,
+        )?)
+    }
 }
 
 /// The columns of a table of the replica's database in order: (name, type).
@@ -318,14 +316,7 @@ fn delete_rows(
         .map(|(c, _)| quote(c))
         .collect::<Vec<_>>()
         .join(", ");
-    let images = copy_shadow_rows(
-        primary,
-        replica,
-        (step.shadow, &list, step.txn, step.lo, step.hi, -1),
-        Some("temp"),
-        "main",
-        STAGE,
-    )?;
+    let images = step.copy(primary, replica, &list, -1, Some(STAGE))?;
     expect(shipped, images, || format!("old rows of {target}"))?;
     let sql = if !key.is_empty() {
         let on = key
