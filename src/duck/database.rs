@@ -16,6 +16,11 @@ use super::statement::{Param, Prepared};
 /// it, statements are prepared for each use.
 const KEPT_STATEMENTS: usize = 64;
 
+/// Most texts one connection remembers as verified ([`Conn::is_verified`]),
+/// and the longest text it remembers.
+const VERIFIED_TEXTS: usize = 1024;
+const VERIFIED_MAX_LEN: usize = 8192;
+
 /// Settings applied when a database is opened.
 #[derive(Debug, Clone, Default)]
 pub struct DbOptions {
@@ -231,6 +236,7 @@ impl Database {
             _db: Arc::clone(self),
             spent: std::cell::Cell::new(false),
             kept: Default::default(),
+            verified: Default::default(),
             name: Default::default(),
         })
     }
@@ -255,6 +261,9 @@ pub struct Conn {
     name: std::cell::OnceCell<String>,
     /// The server's own statements, prepared once on this connection.
     kept: std::cell::RefCell<std::collections::HashMap<String, ffi::duckdb_prepared_statement>>,
+    /// Texts a caller checked on this connection, and the epoch (of the
+    /// caller's choosing) they were checked at.
+    verified: std::cell::RefCell<(u64, std::collections::HashSet<String>)>,
 }
 
 // SAFETY: a DuckDB connection may move between threads as long as it is used
@@ -275,6 +284,27 @@ impl Conn {
 
     pub fn is_spent(&self) -> bool {
         self.spent.get()
+    }
+
+    /// Whether `sql` was marked verified on this connection at `epoch`
+    /// ([`Conn::set_verified`]); a newer epoch forgets every mark.
+    pub fn is_verified(&self, epoch: u64, sql: &str) -> bool {
+        let v = self.verified.borrow();
+        v.0 == epoch && v.1.contains(sql)
+    }
+
+    /// Remembers `sql` as verified at `epoch` (bounded: past
+    /// [`VERIFIED_TEXTS`] texts the memory starts over).
+    pub fn set_verified(&self, epoch: u64, sql: &str) {
+        if sql.len() > VERIFIED_MAX_LEN {
+            return;
+        }
+        let mut v = self.verified.borrow_mut();
+        if v.0 != epoch || v.1.len() >= VERIFIED_TEXTS {
+            v.0 = epoch;
+            v.1.clear();
+        }
+        v.1.insert(sql.to_string());
     }
 
     /// Rolls back the open transaction, if there is one. An interrupt meant

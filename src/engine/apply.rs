@@ -56,6 +56,7 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> E
         )));
     }
     let mut large = Vec::new();
+    let mut replays_ddl = false;
     let last = in_transaction(replica, || {
         let mut last = applied;
         for s in &sets {
@@ -68,6 +69,7 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> E
             }
             let cs: ChangeSet = serde_json::from_str(s[2].as_deref().unwrap_or("{}"))
                 .map_err(|e| EngineError::internal(format!("change set {lsn}: {e}")))?;
+            replays_ddl |= cs.ops.iter().any(|op| matches!(op, Op::Ddl { .. }));
             apply_one(primary, replica, txn, &cs, &mut large)
                 .map_err(|e| EngineError::internal(format!("change set {lsn}: {}", e.message)))?;
             last = lsn;
@@ -81,6 +83,10 @@ pub fn apply_batch(primary: &Conn, replica: &Conn, applied: u64, upto: u64) -> E
         })?;
         Ok(last)
     })?;
+    if replays_ddl {
+        // Committed: readers' remembered verdicts may be stale.
+        super::plan_check::catalog_changed();
+    }
     // A batch may replay DDL that created a table with no rows and append a
     // row group to it later in the same transaction: DuckDB 2.0.0 would hide
     // those rows. The applier is the replica's only writer, so a checkpoint

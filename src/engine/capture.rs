@@ -731,6 +731,10 @@ pub fn commit(conn: &Conn, txn: u64, log: &ChangeLog) -> EngineResult<Option<u64
             Ok(())
         })?;
         conn.cached("COMMIT", &[])?;
+        if cs.ops.iter().any(|op| matches!(op, Op::Ddl { .. })) {
+            // Other connections now see the new catalog.
+            super::plan_check::catalog_changed();
+        }
         for p in &cs.seqs {
             let e = state.shipped_seqs.entry(p.key()).or_insert(p.last);
             *e = (*e).max(p.last);

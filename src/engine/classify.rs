@@ -8,7 +8,7 @@
 //! stays PRAGMA, and one that sets an option (`threads=1`,
 //! `enable_profiling`) prepares as SET. `CHECKPOINT` prepares as CALL.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
@@ -76,7 +76,7 @@ pub fn classify(t: StatementType) -> StatementKind {
 /// (`checkpoint()` is what `CHECKPOINT` runs), the secrets manager, and the
 /// functions that parse a string as SQL at bind time (which would hide a
 /// statement from this check).
-const DENIED_FUNCTIONS: [&str; 6] = [
+pub(super) const DENIED_FUNCTIONS: [&str; 6] = [
     "checkpoint",
     "force_checkpoint",
     "duckdb_secrets",
@@ -92,8 +92,15 @@ const DENIED_FUNCTIONS: [&str; 6] = [
 /// hold neither a table function call by name nor a bookkeeping table that
 /// could be named otherwise, and pass.
 pub fn guard_select(conn: &Conn, sql: &str) -> EngineResult<()> {
-    if passed().lock().contains(sql) {
-        return Ok(());
+    serializable(conn, sql).map(|_| ())
+}
+
+/// [`guard_select`], answering whether DuckDB could serialize the parse tree
+/// at all (a PRAGMA rewritten into a query cannot: it is planned only after
+/// DuckDB expands it, and cannot be explained either).
+pub fn serializable(conn: &Conn, sql: &str) -> EngineResult<bool> {
+    if let Some(s) = passed().lock().get(sql) {
+        return Ok(*s);
     }
     let q = format!(
         "SELECT json_serialize_sql({})",
@@ -103,29 +110,34 @@ pub fn guard_select(conn: &Conn, sql: &str) -> EngineResult<()> {
         .into_iter()
         .next()
         .and_then(|r| r.into_iter().next().flatten());
-    let Some(tree) = tree.and_then(|t| serde_json::from_str::<Value>(&t).ok()) else {
-        return Ok(());
+    let tree = tree
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter(|t| t.get("error").and_then(Value::as_bool) != Some(true));
+    let Some(tree) = tree else {
+        remember(sql, false);
+        return Ok(false);
     };
     match denied_in(&tree) {
         Some(why) => Err(EngineError::forbidden(why)),
         None => {
-            remember(sql);
-            Ok(())
+            remember(sql, true);
+            Ok(true)
         }
     }
 }
 
 /// Statements that passed [`guard_select`] (the verdict depends on the text
-/// alone): a prepared statement run again is not parsed again. Bounded.
-fn passed() -> &'static Mutex<HashSet<String>> {
-    static PASSED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+/// alone), and whether they serialized: a prepared statement run again is
+/// not parsed again. Bounded.
+fn passed() -> &'static Mutex<HashMap<String, bool>> {
+    static PASSED: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
     PASSED.get_or_init(Default::default)
 }
 
 const PASSED_MAX: usize = 4096;
 const PASSED_MAX_LEN: usize = 4096;
 
-fn remember(sql: &str) {
+fn remember(sql: &str, serialized: bool) {
     if sql.len() > PASSED_MAX_LEN {
         return;
     }
@@ -133,7 +145,7 @@ fn remember(sql: &str) {
     if set.len() >= PASSED_MAX {
         set.clear();
     }
-    set.insert(sql.to_string());
+    set.insert(sql.to_string(), serialized);
 }
 
 fn denied_in(v: &Value) -> Option<String> {

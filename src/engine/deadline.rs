@@ -84,6 +84,27 @@ impl Deadline {
         }
     }
 
+    /// Runs `f`, which leaves the connection alone (it sends results to the
+    /// client), with the slot disarmed: a client that goes away meanwhile
+    /// must not interrupt a connection that runs nothing, because DuckDB
+    /// keeps such an interrupt for the connection's next statement, which
+    /// inside a transaction then fails and aborts it. The slot is armed
+    /// again afterwards, unless the deadline fired meanwhile: then the error
+    /// says why, and the caller stops without asking DuckDB for more.
+    pub fn outside<R>(&self, f: impl FnOnce() -> R) -> EngineResult<R> {
+        let handle = self.slot.lock().take();
+        let out = f();
+        let mut slot = self.slot.lock();
+        if self.fired.load(Ordering::SeqCst) != RUNNING {
+            return Err(self.outcome(EngineError::new(
+                ErrorClass::Cancelled,
+                "while its results were sent",
+            )));
+        }
+        *slot = handle;
+        Ok(out)
+    }
+
     /// Runs `f` on `conn` under this deadline; a statement interrupted by it
     /// fails with DEADLINE_EXCEEDED (timeout) or CANCELLED.
     pub fn run<R>(

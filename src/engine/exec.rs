@@ -16,6 +16,7 @@ use super::classify::{check, StatementKind};
 use super::deadline::Deadline;
 use super::error::{EngineError, EngineResult, ErrorClass};
 use super::node::Lease;
+use super::plan_check;
 
 /// How a connection may be used.
 #[derive(Clone)]
@@ -150,6 +151,7 @@ pub fn run_each(
     for (index, row) in rows.into_iter().enumerate() {
         let txn = capture::begin(conn, log)?;
         let ran = bind(&mut stmt, row)
+            .and_then(|_| plan_check::verify(conn, st, sql, row))
             .and_then(|_| Ok(stmt.execute_owned()?.rows_changed()))
             .map_err(explain_capture_error);
         let done = match ran {
@@ -227,7 +229,7 @@ impl Coalescer {
 
 /// The parameter rows to run: one execution per row, or one without
 /// parameters.
-fn param_rows(params: &[RecordBatch]) -> Vec<Option<(&RecordBatch, usize)>> {
+fn param_rows(params: &[RecordBatch]) -> Vec<Option<Row<'_>>> {
     if params.is_empty() {
         return vec![None];
     }
@@ -237,7 +239,10 @@ fn param_rows(params: &[RecordBatch]) -> Vec<Option<(&RecordBatch, usize)>> {
         .collect()
 }
 
-fn bind(stmt: &mut Prepared<'_>, row: Option<(&RecordBatch, usize)>) -> EngineResult<()> {
+/// One parameter row: a batch and a row index in it.
+pub(super) type Row<'a> = (&'a RecordBatch, usize);
+
+pub(super) fn bind(stmt: &mut Prepared<'_>, row: Option<Row<'_>>) -> EngineResult<()> {
     stmt.clear_bindings();
     if let Some((b, r)) = row {
         bind_row(stmt, b, r)?;
@@ -311,7 +316,7 @@ pub fn spawn_stream(
         let mut schema_tx = Some(schema_tx);
         let outcome = lease.with(|conn| {
             Deadline::run(Some(&deadline), conn, |conn| {
-                run_on(conn, &sql, &params, &mode, &mut schema_tx, &tx)
+                run_on(conn, &sql, &params, &mode, &deadline, &mut schema_tx, &tx)
             })
         });
         if let Err(e) = outcome {
@@ -335,6 +340,7 @@ fn run_on(
     sql: &str,
     params: &[RecordBatch],
     mode: &Mode,
+    deadline: &Deadline,
     schema_tx: &mut SchemaTx,
     tx: &mpsc::Sender<EngineResult<RecordBatch>>,
 ) -> EngineResult<()> {
@@ -351,7 +357,7 @@ fn run_on(
                 if kind != StatementKind::Read {
                     return Err(EngineError::new(ErrorClass::WrongNode, "write"));
                 }
-                stream_prepared(stmt, params, None, schema_tx, tx)
+                stream_prepared(conn, sql, stmt, params, deadline, schema_tx, tx)
             })();
             conn.rollback();
             out.map_err(wrong_node)
@@ -364,7 +370,7 @@ fn run_on(
                     .map_err(|e| explain_capture_error(e.into()))?;
                 let kind = check(conn, stmt.statement_type(), sql)?;
                 if kind == StatementKind::Read && !reads_write(&stmt) {
-                    return stream_prepared(stmt, params, None, schema_tx, tx);
+                    return stream_prepared(conn, sql, stmt, params, deadline, schema_tx, tx);
                 }
             }
             let w = write(conn, sql, params, log, *txn, Results::Rows)?;
@@ -389,28 +395,58 @@ fn reads_write(stmt: &Prepared<'_>) -> bool {
 /// Streams one prepared statement's results (one execution per parameter
 /// row).
 fn stream_prepared(
+    conn: &Conn,
+    sql: &str,
     mut stmt: Prepared<'_>,
     params: &[RecordBatch],
-    lsn: Option<u64>,
+    deadline: &Deadline,
     schema_tx: &mut SchemaTx,
     tx: &mpsc::Sender<EngineResult<RecordBatch>>,
 ) -> EngineResult<()> {
+    // Whether the client still listens; DuckDB is not interruptible while
+    // the thread waits for it (see [`Deadline::outside`]).
+    let send = |b: RecordBatch| -> EngineResult<bool> {
+        match deadline.outside(|| tx.blocking_send(Ok(b))) {
+            Ok(sent) => Ok(sent.is_ok()),
+            Err(e) if e.class == ErrorClass::Cancelled => Ok(false),
+            Err(e) => Err(e),
+        }
+    };
+    let t = stmt.statement_type();
     for row in param_rows(params) {
         bind(&mut stmt, row)?;
+        plan_check::verify(conn, t, sql, row)?;
         let mut res = stmt.execute_streaming()?;
+        if t == StatementType::Explain {
+            // A plan is a few rows: checked whole before any is sent.
+            let mut plan = Vec::new();
+            while let Some(b) = res.next_batch()? {
+                plan.push(b);
+            }
+            plan_check::verify_explain_output(&plan)?;
+            if let Some(s) = schema_tx.take() {
+                let _ = s.send(Ok((res.schema(), None)));
+            }
+            for b in plan {
+                if !send(b)? {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
         if let Some(s) = schema_tx.take() {
-            let _ = s.send(Ok((res.schema(), lsn)));
+            let _ = s.send(Ok((res.schema(), None)));
         }
         let mut out = Coalescer::default();
         while let Some(batch) = res.next_batch()? {
             if let Some(ready) = out.push(batch)? {
-                if tx.blocking_send(Ok(ready)).is_err() {
+                if !send(ready)? {
                     return Ok(()); // client went away
                 }
             }
         }
         if let Some(rest) = out.finish()? {
-            if tx.blocking_send(Ok(rest)).is_err() {
+            if !send(rest)? {
                 return Ok(());
             }
         }
@@ -496,6 +532,8 @@ pub(super) fn ddl<T>(
     let internal = capture::internal_fingerprint(conn)?;
     let oids = capture::before_ddl(conn)?;
     let out = run()?;
+    // Names may mean something else now (a view, a macro, a temp table).
+    plan_check::catalog_changed();
     // DuckDB has no grants: what a client's DDL may not do is checked on
     // what it did, inside its transaction (rolled back by the caller).
     let refused = if capture::internal_fingerprint(conn)? != internal {
@@ -544,31 +582,41 @@ fn run_statements(
 ) -> EngineResult<Written> {
     let script = conn.extract(sql)?;
     let n = script.len();
-    for i in 0..n {
-        let mut stmt = script.prepare(conn, i)?;
+    if n == 1 {
+        let mut stmt = script.prepare(conn, 0)?;
         let st = stmt.statement_type();
         check(conn, st, sql)?;
         if is_ddl(st) {
-            if n > 1 {
-                return Err(EngineError::invalid(
-                    "DDL must be sent as a statement of its own (not inside a multi-statement script), so that replicas can replay it",
-                ));
-            }
             if !params.is_empty() {
                 return Err(EngineError::invalid("DDL takes no parameters"));
             }
             let creates = st == StatementType::Create;
             let mut w = ddl(conn, txn, sql, creates, || {
-                collect(&mut stmt, &[], Results::Count)
+                collect(conn, sql, &mut stmt, &[], Results::Count)
             })?;
             w.changed = 0;
             return Ok(w);
         }
+        return collect(conn, sql, &mut stmt, params, results);
+    }
+    // A script: each statement runs, and is checked, as its own text; the
+    // parameters go to the last.
+    let pieces = plan_check::pieces(conn, sql, n)?;
+    for (i, piece) in pieces.iter().enumerate() {
+        let one = conn.extract(piece)?;
+        let mut stmt = one.prepare(conn, 0)?;
+        let st = stmt.statement_type();
+        check(conn, st, piece)?;
+        if is_ddl(st) {
+            return Err(EngineError::invalid(
+                "DDL must be sent as a statement of its own (not inside a multi-statement script), so that replicas can replay it",
+            ));
+        }
         if i + 1 < n {
-            stmt.execute()?;
+            collect(conn, piece, &mut stmt, &[], Results::Count)?;
             continue;
         }
-        return collect(&mut stmt, params, results);
+        return collect(conn, piece, &mut stmt, params, results);
     }
     Err(EngineError::invalid(
         "Parser Error: no statement to execute",
@@ -578,6 +626,8 @@ fn run_statements(
 /// Executes a statement once per parameter row, collecting its count and,
 /// for [`Results::Rows`], its results (bounded).
 fn collect(
+    conn: &Conn,
+    sql: &str,
     stmt: &mut Prepared<'_>,
     params: &[RecordBatch],
     results: Results,
@@ -585,11 +635,26 @@ fn collect(
     let mut schema = None;
     let mut batches = Vec::new();
     let (mut changed, mut held) = (0u64, 0usize);
+    let t = stmt.statement_type();
     for row in param_rows(params) {
         bind(stmt, row)?;
+        plan_check::verify(conn, t, sql, row)?;
         let mut res = stmt.execute_owned()?;
         changed += res.rows_changed();
         schema.get_or_insert_with(|| res.schema());
+        if t == StatementType::Explain {
+            // `EXPLAIN ANALYZE` ran its statement: the plan decides whether
+            // it may stand (the caller rolls back on error).
+            let mut plan = Vec::new();
+            while let Some(b) = res.next_batch()? {
+                plan.push(b);
+            }
+            plan_check::verify_explain_output(&plan)?;
+            if results == Results::Rows {
+                batches.extend(plan);
+            }
+            continue;
+        }
         if results == Results::Count {
             continue;
         }

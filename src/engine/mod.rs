@@ -26,6 +26,7 @@ mod lending;
 mod month;
 mod months;
 mod node;
+mod plan_check;
 mod prepared;
 mod replica;
 mod sessions;

@@ -1794,6 +1794,79 @@ def test_explain_analyze_of_a_write_keeps_the_replicas_identical(open_server):
     assert v["ok"], v
 
 
+BOOKKEEPING_BEHIND_NAMES = [
+    # DML and CTAS, which DuckDB serializes no parse tree of
+    "INSERT INTO hid SELECT key FROM __duckflock.meta",
+    "UPDATE hid SET s = (SELECT max(value) FROM __duckflock.meta)",
+    "DELETE FROM hid WHERE s IN (SELECT key FROM __duckflock.meta)",
+    "WITH m AS (SELECT * FROM __duckflock.changes) DELETE FROM hid WHERE s IN (SELECT ops FROM m)",
+    "CREATE TABLE leaked AS SELECT * FROM __duckflock.meta",
+    "INSERT INTO hid SELECT 'x' FROM checkpoint()",
+    "INSERT INTO hid SELECT name FROM duckdb_secrets()",
+    # a view and a table macro made by a writer
+    "SELECT * FROM over_meta",
+    "INSERT INTO hid SELECT key FROM over_meta",
+    "SELECT * FROM any_table('__duckflock.meta')",
+    # the second statement of a script
+    "INSERT INTO hid VALUES ('first'); INSERT INTO hid SELECT key FROM __duckflock.meta",
+    # EXPLAIN ANALYZE runs its statement
+    "EXPLAIN ANALYZE INSERT INTO hid SELECT key FROM __duckflock.meta",
+    "EXPLAIN SELECT * FROM over_meta",
+]
+
+
+def test_reads_of_the_bookkeeping_behind_names_are_refused(open_server):
+    """Hole: only SELECTs were checked, on their parse tree, so DML, CTAS,
+    scripts, EXPLAIN ANALYZE, and views or table macros over the bookkeeping
+    read __duckflock tables (and called checkpoint()) freely. DuckDB's plan
+    of each statement, with its parameters bound, now decides: through ADBC
+    (prepared, not prepared, as an update, with parameters) and HTTP each is
+    PERMISSION_DENIED / 403 and nothing was written; the same statements over
+    user tables still run, and the replicas verify."""
+    S = open_server
+    m = "2031-07"
+    with S.adbc(month=m) as c:
+        rows(c, "CREATE TABLE hid (s VARCHAR)")
+        rows(c, "CREATE TABLE plain_meta (key VARCHAR, value VARCHAR)")
+        # Making them is not reading through them.
+        rows(c, "CREATE VIEW over_meta AS SELECT * FROM __duckflock.meta")
+        rows(c, "CREATE MACRO any_table(x) AS TABLE SELECT * FROM query_table(x)")
+    P = Problems()
+    api = S.http()
+    with S.adbc(month=m) as c:
+        for sql in BOOKKEEPING_BEHIND_NAMES:
+            P.adbc(f"prepared {sql}", lambda sql=sql: rows(c, sql), UNAUTHORIZED)
+            P.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql), UNAUTHORIZED)
+            P.adbc(f"update {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED)
+        # A parameter can name what query_table() reads: each run is checked.
+        for sql in ("INSERT INTO hid SELECT key FROM query_table(?)", "SELECT * FROM any_table(?)"):
+            P.adbc(f"with parameters {sql}", lambda sql=sql: rows(c, sql, ("__duckflock.meta",)),
+                   UNAUTHORIZED)
+        assert rows(c, "SELECT * FROM any_table(?)", ("plain_meta",)) == []
+    for sql in BOOKKEEPING_BEHIND_NAMES:
+        P.http(f"HTTP query {sql}", api.post("/api/v1/query/async", {"query": sql, "month": m}), 403)
+        P.http(f"HTTP modify {sql}", api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
+    P.check()
+    S.sync(m)
+    for node in ("primary", "replicas"):
+        got = (S.primary_rows(m, "SELECT count(*) AS n FROM hid")[0]["n"] if node == "primary"
+               else S.flight().query("SELECT count(*) AS n FROM hid", month=m)[0].to_pylist()[0]["n"])
+        assert got == 0, node
+    assert "leaked" not in {r["table_name"] for r in S.primary_rows(
+        m, "SELECT table_name FROM duckdb_tables()")}
+    # The same shapes over user tables run, a script's ';' in a string too.
+    with S.adbc(month=m) as c:
+        rows(c, "INSERT INTO plain_meta VALUES ('k;1', 'v')")
+        rows(c, "INSERT INTO hid SELECT key FROM plain_meta; INSERT INTO hid SELECT value FROM plain_meta")
+        rows(c, "EXPLAIN ANALYZE INSERT INTO hid SELECT key FROM plain_meta")
+        rows(c, "INSERT INTO hid SELECT key FROM query_table(?)", ("plain_meta",))
+        assert sorted(r["s"] for r in rows(c, "SELECT s FROM hid")) == ["k;1", "k;1", "k;1", "v"]
+        rows(c, "TRUNCATE hid")
+    S.sync(m)
+    v = S.flight().action("verify_replicas", {"month": m})["months"][0]
+    assert v["ok"], v
+
+
 def test_other_months_spill_files_are_unreadable(open_server):
     """Hole: DuckDB allows each database its temp directory, and
     <data-dir>/.tmp was shared by every month. Another month's spill

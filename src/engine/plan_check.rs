@@ -1,0 +1,366 @@
+//! What a client's statement reads, decided by DuckDB's own plan.
+//!
+//! DuckDB 2.0 serializes the parse tree of SELECTs only (what
+//! [`super::classify::guard_select`] walks), names no table for DML, and
+//! views, table macros and `query_table()` hide what any statement reads
+//! behind a name. Its physical plan hides nothing: each table scan carries
+//! the qualified name of the table it reads and each table function its name,
+//! after views and macros were expanded and parameters bound. So right before
+//! a client's statement runs, the engine asks DuckDB for the plan of exactly
+//! that text with exactly those parameter values (`EXPLAIN (FORMAT json)`), on
+//! the connection that runs it, and refuses the statement when the plan reads
+//! the bookkeeping schema or calls a denied table function.
+//!
+//! A verdict without parameters is remembered per connection until any DDL
+//! (a client's, or one a replica replays) may have changed what a name means;
+//! with parameters (which can name what `query_table(?)` reads) each run is
+//! checked. `EXPLAIN` itself cannot be explained: its output, the plan, is
+//! checked instead, before it reaches the client or commits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use serde_json::Value;
+
+use crate::duck::{Conn, DuckErrorKind, StatementType};
+
+use super::classify::DENIED_FUNCTIONS;
+use super::error::{EngineError, EngineResult};
+use super::exec::{bind, Row};
+use super::months::INTERNAL_SCHEMA;
+
+/// Bumped by every DDL that may change what a name resolves to.
+static CATALOG_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Forgets every remembered verdict: a view, macro or table may now mean
+/// something else.
+pub(super) fn catalog_changed() {
+    CATALOG_EPOCH.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Refuses `sql` (one statement, of type `t`, with parameter row `row`) if
+/// its plan on `conn` reads the bookkeeping or calls a denied function.
+pub(super) fn verify(
+    conn: &Conn,
+    t: StatementType,
+    sql: &str,
+    row: Option<Row<'_>>,
+) -> EngineResult<()> {
+    if t == StatementType::Explain {
+        return Ok(()); // see [`verify_explain_output`]
+    }
+    let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
+    if row.is_none() && conn.is_verified(epoch, sql) {
+        return Ok(());
+    }
+    // A PRAGMA that DuckDB rewrote into a query of its own (`table_info`,
+    // `show_tables`, `database_size`) cannot be explained; its rewrite reads
+    // the catalog through a pragma function, never a table by name.
+    if t == StatementType::Select && !super::classify::serializable(conn, sql)? {
+        return Ok(());
+    }
+    // Parsed first: a statement that fails to prepare would abort the
+    // client's transaction, a text that fails to parse does not.
+    let text = format!("EXPLAIN (FORMAT json) {sql}");
+    let script = match conn.extract(&text) {
+        Ok(s) if s.len() == 1 => s,
+        // TRUNCATE and COMMENT ON cannot be explained; each names one object
+        // and reads no table. Anything else that cannot is not run.
+        Err(e) if e.kind == DuckErrorKind::Parser => {
+            if matches!(t, StatementType::Delete | StatementType::Alter) {
+                return Ok(());
+            }
+            return Err(EngineError::forbidden(format!(
+                "duckflock could not check what this statement reads (DuckDB cannot EXPLAIN it: {})",
+                e.message
+            )));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {
+            return Err(EngineError::invalid(
+                "send one statement at a time here (this text holds several)",
+            ))
+        }
+    };
+    let mut explain = script.prepare(conn, 0)?;
+    bind(&mut explain, row)?;
+    let mut res = explain.execute_owned()?;
+    let mut plans = Vec::new();
+    while let Some(b) = res.next_batch()? {
+        plans.extend(texts(&b, 1));
+    }
+    for p in &plans {
+        let tree: Value = serde_json::from_str(p)
+            .map_err(|e| EngineError::internal(format!("DuckDB's JSON plan: {e}")))?;
+        if let Some(why) = denied_in_plan(&tree) {
+            return Err(EngineError::forbidden(why));
+        }
+    }
+    if row.is_none() {
+        conn.set_verified(epoch, sql);
+    }
+    Ok(())
+}
+
+/// Refuses the output of a client's `EXPLAIN [ANALYZE]` if the plan it shows
+/// reads the bookkeeping or calls a denied function (the statement already
+/// ran: the caller rolls back and sends nothing).
+pub(super) fn verify_explain_output(batches: &[RecordBatch]) -> EngineResult<()> {
+    for b in batches {
+        for col in 0..b.num_columns() {
+            for text in texts(b, col) {
+                if let Some(why) = denied_in_text(&text) {
+                    return Err(EngineError::forbidden(why));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The string cells of column `col` (others are skipped).
+fn texts(b: &RecordBatch, col: usize) -> Vec<String> {
+    let Some(c) = b.columns().get(col) else {
+        return Vec::new();
+    };
+    let Ok(c) = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8) else {
+        return Vec::new();
+    };
+    let c = c.as_string::<i32>();
+    (0..c.len())
+        .filter(|&r| !c.is_null(r))
+        .map(|r| c.value(r).to_string())
+        .collect()
+}
+
+fn bookkeeping_refusal() -> String {
+    format!("the schema {INTERNAL_SCHEMA} holds the server's bookkeeping and is not accessible")
+}
+
+fn function_refusal(name: &str) -> String {
+    format!(
+        "the table function {name}() is not allowed (maintenance and secrets belong to the server)"
+    )
+}
+
+/// Whether a scan's qualified table name (`catalog.schema.table`) is in the
+/// bookkeeping schema.
+fn is_bookkeeping(qualified: &str) -> bool {
+    let q = qualified.to_ascii_lowercase();
+    let schema = INTERNAL_SCHEMA.to_ascii_lowercase();
+    q.contains(&format!(".{schema}.")) || q.starts_with(&format!("{schema}."))
+}
+
+fn is_denied_function(name: &str) -> bool {
+    DENIED_FUNCTIONS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name.trim()))
+}
+
+/// Walks a JSON plan: operators (`name`, `children`) with their
+/// `extra_info` (`Table` of scans, `Function` of table functions).
+fn denied_in_plan(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(extra)) = map.get("extra_info") {
+                if let Some(Value::String(t)) = extra.get("Table") {
+                    if is_bookkeeping(t) {
+                        return Some(bookkeeping_refusal());
+                    }
+                }
+                if let Some(Value::String(f)) = extra.get("Function") {
+                    if is_denied_function(f) {
+                        return Some(function_refusal(&f.to_ascii_lowercase()));
+                    }
+                }
+            }
+            map.get("children").and_then(denied_in_plan)
+        }
+        Value::Array(items) => items.iter().find_map(denied_in_plan),
+        _ => None,
+    }
+}
+
+/// The same for a plan rendered by a client's EXPLAIN (text boxes or JSON).
+fn denied_in_text(text: &str) -> Option<String> {
+    if let Ok(tree) = serde_json::from_str::<Value>(text) {
+        return denied_in_plan(&tree);
+    }
+    for line in text.lines() {
+        for cell in line.split(['│', '┃']) {
+            let cell = cell.trim();
+            if let Some(t) = cell.strip_prefix("Table:") {
+                if is_bookkeeping(t.trim()) {
+                    return Some(bookkeeping_refusal());
+                }
+            }
+            if let Some(f) = cell.strip_prefix("Function:") {
+                if is_denied_function(f) {
+                    return Some(function_refusal(&f.trim().to_ascii_lowercase()));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The statements of a script, each as its own text, split where DuckDB's
+/// parser says a statement ends: a `;` counts as a boundary only if the text
+/// up to it parses as exactly one statement and the rest as all the others.
+/// Each piece then runs (and is checked) on its own, so what is checked is
+/// what runs. Scripts are bounded to [`MAX_SCRIPT_STATEMENTS`].
+pub(super) fn pieces(conn: &Conn, sql: &str, n: usize) -> EngineResult<Vec<String>> {
+    if n > MAX_SCRIPT_STATEMENTS {
+        return Err(EngineError::invalid(format!(
+            "a script holds at most {MAX_SCRIPT_STATEMENTS} statements (this one has {n}): \
+             send more as several requests, or rows as parameters or an ingest"
+        )));
+    }
+    let count = |s: &str| conn.extract(s).map(|x| x.len()).ok();
+    let mut out = Vec::with_capacity(n);
+    let mut rest = sql;
+    while out.len() + 1 < n {
+        let others = n - out.len() - 1;
+        let cut = rest
+            .match_indices(';')
+            .map(|(p, _)| p + 1)
+            .find(|&p| count(&rest[..p]) == Some(1) && count(&rest[p..]) == Some(others));
+        let Some(p) = cut else {
+            return Err(EngineError::invalid(
+                "duckflock could not find where this script's statements end: send them one by one",
+            ));
+        };
+        out.push(rest[..p].to_string());
+        rest = &rest[p..];
+    }
+    out.push(rest.to_string());
+    Ok(out)
+}
+
+/// Most statements in one script (splitting parses the rest of the script
+/// once per statement).
+pub const MAX_SCRIPT_STATEMENTS: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duck::Database;
+
+    fn setup() -> (std::sync::Arc<Database>, ()) {
+        (Database::scratch().unwrap(), ())
+    }
+
+    #[test]
+    fn plans_that_read_bookkeeping_are_refused_wherever_the_read_hides() {
+        let (db, _) = setup();
+        let conn = db.connect().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA {INTERNAL_SCHEMA}; CREATE TABLE {INTERNAL_SCHEMA}.meta(k VARCHAR);
+             CREATE TABLE t(s VARCHAR); CREATE TABLE meta(k VARCHAR);
+             CREATE VIEW v AS SELECT * FROM {INTERNAL_SCHEMA}.meta;
+             CREATE MACRO m(x) AS TABLE SELECT * FROM query_table(x);"
+        ))
+        .unwrap();
+        let refused = [
+            (
+                StatementType::Insert,
+                format!("INSERT INTO t SELECT k FROM {INTERNAL_SCHEMA}.meta"),
+            ),
+            (StatementType::Select, "SELECT * FROM v".to_string()),
+            (
+                StatementType::Delete,
+                "DELETE FROM t USING v WHERE t.s = v.k".to_string(),
+            ),
+            (
+                StatementType::Create,
+                "CREATE TABLE x AS FROM v".to_string(),
+            ),
+            (
+                StatementType::Select,
+                format!("SELECT * FROM m('{INTERNAL_SCHEMA}.meta')"),
+            ),
+            (
+                StatementType::Insert,
+                "INSERT INTO t SELECT name FROM duckdb_secrets()".to_string(),
+            ),
+            (
+                StatementType::Select,
+                "SELECT * FROM checkpoint()".to_string(),
+            ),
+        ];
+        for (t, sql) in &refused {
+            let e = verify(&conn, *t, sql, None).unwrap_err();
+            assert_eq!(
+                e.class,
+                super::super::ErrorClass::PermissionDenied,
+                "{sql}: {e:?}"
+            );
+        }
+        for (t, sql) in [
+            (StatementType::Insert, "INSERT INTO t SELECT k FROM meta"),
+            (StatementType::Select, "SELECT * FROM m('meta')"),
+            (StatementType::Delete, "TRUNCATE t"),
+            (StatementType::Select, "SELECT * FROM duckdb_tables()"),
+        ] {
+            verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        // A remembered verdict is forgotten when the catalog changes.
+        verify(&conn, StatementType::Select, "SELECT * FROM meta", None).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TEMP VIEW meta AS SELECT * FROM {INTERNAL_SCHEMA}.meta"
+        ))
+        .unwrap();
+        catalog_changed();
+        assert!(verify(&conn, StatementType::Select, "SELECT * FROM meta", None).is_err());
+    }
+
+    #[test]
+    fn explain_output_is_checked() {
+        let (db, _) = setup();
+        let conn = db.connect().unwrap();
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA {INTERNAL_SCHEMA}; CREATE TABLE {INTERNAL_SCHEMA}.meta(k VARCHAR); CREATE TABLE t(k VARCHAR)"
+        ))
+        .unwrap();
+        for (sql, bad) in [
+            (
+                format!("EXPLAIN SELECT * FROM {INTERNAL_SCHEMA}.meta"),
+                true,
+            ),
+            (
+                format!("EXPLAIN (FORMAT json) SELECT * FROM {INTERNAL_SCHEMA}.meta"),
+                true,
+            ),
+            (
+                format!("EXPLAIN ANALYZE INSERT INTO t SELECT * FROM {INTERNAL_SCHEMA}.meta"),
+                true,
+            ),
+            ("EXPLAIN SELECT * FROM duckdb_secrets()".to_string(), true),
+            ("EXPLAIN SELECT * FROM t".to_string(), false),
+        ] {
+            let mut res = conn.query(&sql).unwrap();
+            let mut out = Vec::new();
+            while let Some(b) = res.next_batch().unwrap() {
+                out.push(b);
+            }
+            assert_eq!(verify_explain_output(&out).is_err(), bad, "{sql}");
+        }
+    }
+
+    #[test]
+    fn scripts_split_where_the_parser_says() {
+        let (db, _) = setup();
+        let conn = db.connect().unwrap();
+        let script =
+            "SELECT 'a;b'; SELECT 1 -- c;\n; /* ; */ SELECT \"x;\" FROM (SELECT 2 AS \"x;\")";
+        let n = conn.extract(script).unwrap().len();
+        assert_eq!(n, 3);
+        let p = pieces(&conn, script, n).unwrap();
+        assert_eq!(p.concat(), script);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0], "SELECT 'a;b';");
+        for piece in &p {
+            assert_eq!(conn.extract(piece).unwrap().len(), 1, "{piece}");
+        }
+    }
+}
