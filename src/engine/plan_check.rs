@@ -206,7 +206,8 @@ fn denied_in_text(text: &str) -> Option<String> {
 
 /// The statements of a script, each as its own text, split where DuckDB's
 /// parser says a statement ends: a `;` counts as a boundary only if the text
-/// up to it parses as exactly one statement and the rest as all the others.
+/// up to it parses as exactly one statement and the rest as all the others
+/// (the last such `;`, so no piece starts with an empty statement).
 /// Each piece then runs (and is checked) on its own, so what is checked is
 /// what runs. Scripts are bounded to [`MAX_SCRIPT_STATEMENTS`].
 pub(super) fn pieces(conn: &Conn, sql: &str, n: usize) -> EngineResult<Vec<String>> {
@@ -221,10 +222,16 @@ pub(super) fn pieces(conn: &Conn, sql: &str, n: usize) -> EngineResult<Vec<Strin
     let mut rest = sql;
     while out.len() + 1 < n {
         let others = n - out.len() - 1;
-        let cut = rest
-            .match_indices(';')
-            .map(|(p, _)| p + 1)
-            .find(|&p| count(&rest[..p]) == Some(1) && count(&rest[p..]) == Some(others));
+        // The last such `;` before the next statement: empty statements and
+        // comments stay with the statement before them.
+        let mut cut = None;
+        for p in rest.match_indices(';').map(|(p, _)| p + 1) {
+            match count(&rest[..p]) {
+                Some(1) if count(&rest[p..]) == Some(others) => cut = Some(p),
+                Some(k) if k > 1 => break,
+                _ => {}
+            }
+        }
         let Some(p) = cut else {
             return Err(EngineError::invalid(
                 "duckflock could not find where this script's statements end: send them one by one",
@@ -361,6 +368,17 @@ mod tests {
         assert_eq!(p[0], "SELECT 'a;b';");
         for piece in &p {
             assert_eq!(conn.extract(piece).unwrap().len(), 1, "{piece}");
+        }
+        // Empty statements and a ';' in a comment stay with the statement
+        // before them: every piece can be explained.
+        let script = "SELECT 1;; -- x;\n; SELECT 2 ;";
+        let n = conn.extract(script).unwrap().len();
+        let p = pieces(&conn, script, n).unwrap();
+        assert_eq!(p.concat(), script);
+        assert_eq!(p, ["SELECT 1;; -- x;\n;", " SELECT 2 ;"]);
+        for piece in &p {
+            verify(&conn, StatementType::Select, piece, None)
+                .unwrap_or_else(|e| panic!("{piece}: {e:?}"));
         }
     }
 }
