@@ -152,7 +152,13 @@ pub fn run_each(
         let txn = capture::begin(conn, log)?;
         let ran = bind(&mut stmt, row)
             .and_then(|_| plan_check::verify(conn, st, sql, row))
-            .and_then(|_| Ok(stmt.execute_owned()?.rows_changed()))
+            .and_then(|_| {
+                let mut res = stmt.execute_owned()?;
+                if st == StatementType::Explain {
+                    plan_check::explain_output(&mut res)?;
+                }
+                Ok(res.rows_changed())
+            })
             .map_err(explain_capture_error);
         let done = match ran {
             Ok(n) => capture::commit(conn, txn, log).map(|l| (n, l)),
@@ -418,12 +424,8 @@ fn stream_prepared(
         plan_check::verify(conn, t, sql, row)?;
         let mut res = stmt.execute_streaming()?;
         if t == StatementType::Explain {
-            // A plan is a few rows: checked whole before any is sent.
-            let mut plan = Vec::new();
-            while let Some(b) = res.next_batch()? {
-                plan.push(b);
-            }
-            plan_check::verify_explain_output(&plan)?;
+            // Checked whole before any row is sent.
+            let plan = plan_check::explain_output(&mut res)?;
             if let Some(s) = schema_tx.take() {
                 let _ = s.send(Ok((res.schema(), None)));
             }
@@ -643,13 +645,7 @@ fn collect(
         changed += res.rows_changed();
         schema.get_or_insert_with(|| res.schema());
         if t == StatementType::Explain {
-            // `EXPLAIN ANALYZE` ran its statement: the plan decides whether
-            // it may stand (the caller rolls back on error).
-            let mut plan = Vec::new();
-            while let Some(b) = res.next_batch()? {
-                plan.push(b);
-            }
-            plan_check::verify_explain_output(&plan)?;
+            let plan = plan_check::explain_output(&mut res)?;
             if results == Results::Rows {
                 batches.extend(plan);
             }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::{Array, AsArray, RecordBatch};
 use serde_json::Value;
 
-use crate::duck::{Conn, DuckErrorKind, StatementType};
+use crate::duck::{Conn, DuckErrorKind, QueryResult, StatementType};
 
 use super::classify::DENIED_FUNCTIONS;
 use super::error::{EngineError, EngineResult};
@@ -47,7 +47,7 @@ pub(super) fn verify(
     row: Option<Row<'_>>,
 ) -> EngineResult<()> {
     if t == StatementType::Explain {
-        return Ok(()); // see [`verify_explain_output`]
+        return Ok(()); // see [`explain_output`]
     }
     let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
     if row.is_none() && conn.is_verified(epoch, sql) {
@@ -102,10 +102,20 @@ pub(super) fn verify(
     Ok(())
 }
 
-/// Refuses the output of a client's `EXPLAIN [ANALYZE]` if the plan it shows
-/// reads the bookkeeping or calls a denied function (the statement already
-/// ran: the caller rolls back and sends nothing).
-pub(super) fn verify_explain_output(batches: &[RecordBatch]) -> EngineResult<()> {
+/// The output of a client's `EXPLAIN [ANALYZE]` (a plan: a few rows), read
+/// whole and refused if the plan it shows reads the bookkeeping or calls a
+/// denied function. `EXPLAIN ANALYZE` already ran its statement: on error
+/// the caller rolls back and sends nothing.
+pub(super) fn explain_output(res: &mut QueryResult<'_>) -> EngineResult<Vec<RecordBatch>> {
+    let mut plan = Vec::new();
+    while let Some(b) = res.next_batch()? {
+        plan.push(b);
+    }
+    verify_explain_output(&plan)?;
+    Ok(plan)
+}
+
+fn verify_explain_output(batches: &[RecordBatch]) -> EngineResult<()> {
     for b in batches {
         for col in 0..b.num_columns() {
             for text in texts(b, col) {
@@ -346,11 +356,7 @@ mod tests {
             ("EXPLAIN SELECT * FROM t".to_string(), false),
         ] {
             let mut res = conn.query(&sql).unwrap();
-            let mut out = Vec::new();
-            while let Some(b) = res.next_batch().unwrap() {
-                out.push(b);
-            }
-            assert_eq!(verify_explain_output(&out).is_err(), bad, "{sql}");
+            assert_eq!(explain_output(&mut res).is_err(), bad, "{sql}");
         }
     }
 

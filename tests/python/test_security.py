@@ -391,6 +391,16 @@ class Problems(list):
             return e
         self.append(f"{what}: not refused")
 
+    def denied_every_way(self, c, api, month, sqls):
+        """Each of `sqls` PERMISSION_DENIED through ADBC on `c` (prepared,
+        not prepared, as an update) and through HTTP query and modify."""
+        for sql in sqls:
+            self.adbc(f"prepared {sql}", lambda sql=sql: rows(c, sql), UNAUTHORIZED)
+            self.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql), UNAUTHORIZED)
+            self.adbc(f"update {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED)
+            self.http(f"HTTP query {sql}", api.post("/api/v1/query/async", {"query": sql, "month": month}), 403)
+            self.http(f"HTTP modify {sql}", api.post("/api/v1/modify/async", {"exec": sql, "month": month}), 403)
+
     def flight(self, what, fn, exc, *needles):
         try:
             fn()
@@ -1689,15 +1699,9 @@ def test_state_changing_pragmas_and_checkpoint_are_refused(open_server):
     P = Problems()
     api = S.http()
     with S.adbc(month=m) as c:
-        for sql in HOLE_PRAGMAS:
-            P.adbc(f"prepared {sql}", lambda sql=sql: rows(c, sql), UNAUTHORIZED)
-            P.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql), UNAUTHORIZED)
-            P.adbc(f"update {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED)
+        P.denied_every_way(c, api, m, HOLE_PRAGMAS)
         assert tuples(c, "PRAGMA table_info('p')")[1] == [(0, "i", "INTEGER", False, None, False)]
         assert tuples(c, "PRAGMA show_tables")[1] == [("p",)]
-    for sql in HOLE_PRAGMAS:
-        P.http(f"HTTP query {sql}", api.post("/api/v1/query/async", {"query": sql, "month": m}), 403)
-        P.http(f"HTTP modify {sql}", api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
     P.check()
     assert engine_state(S, None, m) == before
 
@@ -1834,18 +1838,18 @@ def test_reads_of_the_bookkeeping_behind_names_are_refused(open_server):
     P = Problems()
     api = S.http()
     with S.adbc(month=m) as c:
-        for sql in BOOKKEEPING_BEHIND_NAMES:
-            P.adbc(f"prepared {sql}", lambda sql=sql: rows(c, sql), UNAUTHORIZED)
-            P.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql), UNAUTHORIZED)
-            P.adbc(f"update {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED)
+        P.denied_every_way(c, api, m, BOOKKEEPING_BEHIND_NAMES)
         # A parameter can name what query_table() reads: each run is checked.
         for sql in ("INSERT INTO hid SELECT key FROM query_table(?)", "SELECT * FROM any_table(?)"):
             P.adbc(f"with parameters {sql}", lambda sql=sql: rows(c, sql, ("__duckflock.meta",)),
                    UNAUTHORIZED)
         assert rows(c, "SELECT * FROM any_table(?)", ("plain_meta",)) == []
-    for sql in BOOKKEEPING_BEHIND_NAMES:
-        P.http(f"HTTP query {sql}", api.post("/api/v1/query/async", {"query": sql, "month": m}), 403)
-        P.http(f"HTTP modify {sql}", api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
+    # A per-operation batch runs each parameter row on its own: each refused.
+    report = S.flight().action("execute_batch", {
+        "sql": "EXPLAIN ANALYZE INSERT INTO hid SELECT key FROM __duckflock.meta WHERE ? = 1",
+        "params": [[1], [1]], "month": m})
+    assert report["failed"] == 2 and report["succeeded"] == 0, report
+    assert all("bookkeeping" in e["error"] for e in report["errors"]), report
     P.check()
     S.sync(m)
     for node in ("primary", "replicas"):
