@@ -349,6 +349,22 @@ impl Conn {
 
     /// Splits SQL into statements with DuckDB's parser.
     pub fn extract(&self, sql: &str) -> DuckResult<Script> {
+        self.extract_any(sql)?.ok_or_else(|| {
+            DuckError::new(
+                DuckErrorKind::Parser,
+                "Parser Error: no statement to execute",
+            )
+        })
+    }
+
+    /// How many statements DuckDB's parser finds in `sql` (0 for only
+    /// comments and `;`).
+    pub fn count_statements(&self, sql: &str) -> DuckResult<usize> {
+        Ok(self.extract_any(sql)?.map_or(0, |s| s.len()))
+    }
+
+    /// [`Conn::extract`], `None` when the text holds no statement.
+    fn extract_any(&self, sql: &str) -> DuckResult<Option<Script>> {
         let c_sql = CString::new(sql).map_err(|_| {
             DuckError::new(
                 DuckErrorKind::Parser,
@@ -363,18 +379,15 @@ impl Conn {
             let msg = cstr_to_string(unsafe { ffi::duckdb_extract_statements_error(raw) });
             let script = Script { raw, len: 0 };
             drop(script);
-            return Err(match msg {
-                Some(m) => DuckError::from_message(m),
-                None => DuckError::new(
-                    DuckErrorKind::Parser,
-                    "Parser Error: no statement to execute",
-                ),
-            });
+            return match msg {
+                Some(m) => Err(DuckError::from_message(m)),
+                None => Ok(None),
+            };
         }
-        Ok(Script {
+        Ok(Some(Script {
             raw,
             len: n as usize,
-        })
+        }))
     }
 
     /// Runs one statement and returns its (materialised) result; for internal

@@ -46,8 +46,19 @@ pub(super) fn verify(
     sql: &str,
     row: Option<Row<'_>>,
 ) -> EngineResult<()> {
-    if t == StatementType::Explain {
-        return Ok(()); // see [`explain_output`]
+    match t {
+        StatementType::Explain => return Ok(()), // see [`explain_output`]
+        // DuckDB's transformer makes a MULTI of one statement only: an
+        // `ALTER TABLE … ADD COLUMN` whose default must be materialized
+        // (`DEFAULT random()`), run as the ALTER, an UPDATE of the new column
+        // to its default, and ALTERs adding the default and constraints. It
+        // cannot be explained ("Unimplemented statement type MULTI for
+        // Bind"), and reads nothing but the altered table: a default
+        // expression binds without subqueries (DuckDB's "DEFAULT value cannot
+        // contain subqueries", macros included) and so without table
+        // functions.
+        StatementType::Multi => return Ok(()),
+        _ => {}
     }
     let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
     if row.is_none() && conn.is_verified(epoch, sql) {
@@ -67,6 +78,11 @@ pub(super) fn verify(
         // TRUNCATE and COMMENT ON cannot be explained; each names one object
         // and reads no table. Anything else that cannot is not run.
         Err(e) if e.kind == DuckErrorKind::Parser => {
+            // `EXPLAIN ;SELECT 1` explains nothing: the empty statements
+            // before the statement are nothing to check.
+            if let Some(statement) = after_empty_statements(conn, sql) {
+                return verify(conn, t, statement, row);
+            }
             if matches!(t, StatementType::Delete | StatementType::Alter) {
                 return Ok(());
             }
@@ -100,6 +116,21 @@ pub(super) fn verify(
         conn.set_verified(epoch, sql);
     }
     Ok(())
+}
+
+/// `sql` after the empty statements it starts with (`;`, comments), cut
+/// where DuckDB's parser finds nothing before a `;`; `None` if it starts
+/// with none.
+fn after_empty_statements<'s>(conn: &Conn, sql: &'s str) -> Option<&'s str> {
+    let mut start = None;
+    for p in sql.match_indices(';').map(|(p, _)| p + 1) {
+        match conn.count_statements(&sql[..p]) {
+            Ok(0) => start = Some(p),
+            Ok(_) => break,
+            Err(_) => {} // a `;` inside a comment or string
+        }
+    }
+    start.map(|p| &sql[p..])
 }
 
 /// The output of a client's `EXPLAIN [ANALYZE]` (a plan: a few rows), read
@@ -321,6 +352,16 @@ mod tests {
         ] {
             verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
+        // DuckDB prepares an ADD COLUMN with a volatile default as MULTI,
+        // which it cannot EXPLAIN; it passes, and then runs.
+        for sql in [
+            "ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT random()",
+            "ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 1",
+        ] {
+            let t = conn.prepare(sql).unwrap().statement_type();
+            verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql} ({t:?}): {e:?}"));
+            conn.execute_batch(sql).unwrap();
+        }
         // A remembered verdict is forgotten when the catalog changes.
         verify(&conn, StatementType::Select, "SELECT * FROM meta", None).unwrap();
         conn.execute_batch(&format!(
@@ -386,5 +427,16 @@ mod tests {
             verify(&conn, StatementType::Select, piece, None)
                 .unwrap_or_else(|e| panic!("{piece}: {e:?}"));
         }
+        // A script may start with empty statements too.
+        for sql in [";SELECT 1", " ; /* ; */ -- ;\n; SELECT 2"] {
+            verify(&conn, StatementType::Select, sql, None)
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        let sql = format!("; SELECT * FROM {INTERNAL_SCHEMA}.meta");
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA {INTERNAL_SCHEMA}; CREATE TABLE {INTERNAL_SCHEMA}.meta(k VARCHAR)"
+        ))
+        .unwrap();
+        assert!(verify(&conn, StatementType::Select, &sql, None).is_err());
     }
 }
