@@ -291,6 +291,28 @@ pub fn internal_fingerprint(conn: &Conn) -> EngineResult<String> {
         .unwrap_or_default())
 }
 
+/// Whether a persistent trigger exists that the server did not make.
+/// Called inside a client's DDL, between [`before_ddl`] (which drops the
+/// capture triggers) and [`after_ddl`]: every persistent trigger left
+/// outside the bookkeeping schema is then a client's. Clients may not make
+/// them: DuckDB runs a trigger inside the statement that fires it, so on the
+/// primary its effects are captured like the statement's, and a replica
+/// (a copy of the primary's file) would run it again on every change it
+/// applies. A temporary trigger stays: DuckDB lets it touch only its own
+/// connection's temporary tables.
+pub fn has_client_triggers(conn: &Conn) -> EngineResult<bool> {
+    let n = rows(
+        conn,
+        &format!(
+            "SELECT count(*) FROM system.main.duckdb_triggers()
+             WHERE database_name = current_database() AND schema_name <> '{S}'"
+        ),
+    )?;
+    Ok(n.first()
+        .and_then(|r| r.first().cloned().flatten())
+        .is_some_and(|c| c != "0"))
+}
+
 /// Whether any secret exists on this connection's database (none ever may:
 /// CREATE SECRET is refused).
 pub fn has_secrets(conn: &Conn) -> EngineResult<bool> {
@@ -354,18 +376,29 @@ pub fn before_ddl(conn: &Conn) -> EngineResult<TableOids> {
 }
 
 fn drop_triggers(conn: &Conn) -> EngineResult<()> {
+    drop_triggers_where(
+        conn,
+        &format!(
+            "starts_with(trigger_name, '{TRIGGER_PREFIX}')
+             AND NOT starts_with(trigger_name, '{GUARD_PREFIX}')"
+        ),
+    )
+}
+
+/// Drops the persistent triggers that match `filter` (over
+/// `duckdb_triggers()`).
+fn drop_triggers_where(conn: &Conn, filter: &str) -> EngineResult<()> {
     let triggers = rows(
         conn,
         &format!(
             "SELECT trigger_name, schema_name, table_name FROM system.main.duckdb_triggers()
-             WHERE database_name = current_database() AND starts_with(trigger_name, '{TRIGGER_PREFIX}')
-               AND NOT starts_with(trigger_name, '{GUARD_PREFIX}')"
+             WHERE database_name = current_database() AND {filter}"
         ),
     )?;
     for t in triggers {
         conn.execute_batch(&format!(
             "DROP TRIGGER {} ON {}.{}",
-            cell(&t, 0),
+            quote(&cell(&t, 0)),
             quote(&cell(&t, 1)),
             quote(&cell(&t, 2))
         ))?;
@@ -827,11 +860,14 @@ pub fn prune(conn: &Conn, upto: u64) -> EngineResult<()> {
     })
 }
 
-/// Makes a fresh copy of the primary a replica: no triggers, no shadows, no
-/// log; `applied_lsn` set to the LSN the copy was taken at.
+/// Makes a fresh copy of the primary a replica: no triggers but the
+/// bookkeeping's guards, no shadows, no log; `applied_lsn` set to the LSN the copy was taken at.
 pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
     in_transaction(conn, || {
-        drop_triggers(conn)?;
+        // The capture triggers, and any a client made before clients were
+        // refused triggers: a replica must not run them on what it applies
+        // (the primary captured their effects).
+        drop_triggers_where(conn, &format!("schema_name <> '{S}'"))?;
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
         }

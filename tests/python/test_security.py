@@ -77,6 +77,7 @@ QUERY_TIMEOUT = "adbc.flight.sql.rpc.timeout_seconds.query"
 # gRPC UNAUTHENTICATED and PERMISSION_DENIED as the Go driver reports them.
 UNAUTHENTICATED = adbc_driver_manager.AdbcStatusCode.UNAUTHENTICATED
 UNAUTHORIZED = adbc_driver_manager.AdbcStatusCode.UNAUTHORIZED
+INVALID_ARGUMENT = adbc_driver_manager.AdbcStatusCode.INVALID_ARGUMENT
 # gRPC code names as the Go driver prints them, per ADBC status.
 GRPC_NAMES = {UNAUTHENTICATED: "Unauthenticated", UNAUTHORIZED: "PermissionDenied"}
 
@@ -1868,6 +1869,76 @@ def test_reads_of_the_bookkeeping_behind_names_are_refused(open_server):
         rows(c, "TRUNCATE hid")
     S.sync(m)
     v = S.flight().action("verify_replicas", {"month": m})["months"][0]
+    assert v["ok"], v
+
+
+CLIENT_TRIGGERS = [
+    "CREATE TRIGGER aud_d AFTER DELETE ON src REFERENCING OLD TABLE AS o "
+    "FOR EACH STATEMENT INSERT INTO audit SELECT i FROM o",
+    "CREATE TRIGGER aud_i AFTER INSERT ON src REFERENCING NEW TABLE AS n "
+    "FOR EACH STATEMENT INSERT INTO audit SELECT i FROM n",
+    # named like the server's own, and on a temp table
+    "CREATE TRIGGER __df_x AFTER DELETE ON src FOR EACH STATEMENT INSERT INTO audit VALUES (0)",
+    "CREATE TRIGGER __df_guard_x AFTER DELETE ON src FOR EACH STATEMENT INSERT INTO audit VALUES (0)",
+]
+
+
+def test_client_triggers_are_refused(open_server):
+    """Hole: a client's CREATE TRIGGER ran. It was not shipped, but a
+    replica rebuilt from a copy of the primary kept it and ran it again on
+    every change it applied (a DELETE trigger filling `audit`: 1000 rows on
+    the rebuilt replica, 667 on the primary); and a trigger body is another
+    way to write where a statement may not. DuckDB decides what a DDL made
+    (the catalog's triggers, inside its transaction): refused
+    through ADBC and HTTP (a temporary trigger, which DuckDB confines to
+    temporary tables, stays allowed),
+    nothing is left behind, and rows deleted from the table reach every
+    replica once."""
+    S = open_server
+    m = "2031-09"
+    with S.adbc(month=m) as c:
+        rows(c, "CREATE TABLE src (i BIGINT)")
+        rows(c, "CREATE TABLE audit (i BIGINT)")
+        rows(c, "INSERT INTO src SELECT range FROM range(130000)")
+    P = Problems()
+    api = S.http()
+    with S.adbc(month=m) as c:
+        for sql in CLIENT_TRIGGERS:
+            P.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED,
+                   "CREATE TRIGGER is not allowed")
+            P.http(f"HTTP modify {sql}",
+                   api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
+    # A temporary trigger may stay: DuckDB confines it to the session's own
+    # temporary tables.
+    with S.adbc(month=m, autocommit=False) as c:
+        rows(c, "CREATE TEMP TABLE tt (i BIGINT)")
+        rows(c, "CREATE TEMP TABLE tt_log (i BIGINT)")
+        rows(c, "CREATE TRIGGER t_tt AFTER INSERT ON tt REFERENCING NEW TABLE AS n "
+                "FOR EACH STATEMENT INSERT INTO tt_log SELECT i FROM n")
+        rows(c, "INSERT INTO tt SELECT range FROM range(3)")
+        assert rows(c, "SELECT count(*) AS n FROM tt_log") == [{"n": 3}]
+        P.adbc("a temp trigger writing a persistent table", lambda: statement(
+            c, "CREATE TRIGGER t_src AFTER INSERT ON tt FOR EACH STATEMENT INSERT INTO audit VALUES (1)",
+            update=True), INVALID_ARGUMENT, "different catalog")
+        try:
+            c.rollback()
+        except adbc_driver_manager.Error:
+            pass
+    P.check()
+    # No trigger but the server's own; the table's deletes replicate once.
+    left = S.primary_rows(m, "SELECT trigger_name FROM duckdb_triggers() "
+                             "WHERE NOT starts_with(trigger_name, '__df_')")
+    assert left == [], left
+    with S.adbc(month=m) as c:
+        rows(c, "DELETE FROM src WHERE i % 3 = 0")
+    S.sync(m)
+    want = S.primary_rows(m, "SELECT count(*) AS n, (SELECT count(*) FROM audit) AS a FROM src")
+    assert want == [{"n": 86666, "a": 0}], want
+    f = S.flight()
+    for _ in range(6):
+        t, node = f.query("SELECT count(*) AS n, (SELECT count(*) FROM audit) AS a FROM src", month=m)
+        assert t.to_pylist() == want, node
+    v = f.action("verify_replicas", {"month": m})["months"][0]
     assert v["ok"], v
 
 
