@@ -646,11 +646,17 @@ fn local_writes(path: &std::path::Path, clients: usize, secs: f64) -> Stats {
 async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
     eprintln!("replication: write throughput and sync lag ...");
     let mut results = Vec::new();
-    for replicas in ["7", "0"] {
-        let (server, addr) = start_server_with(
-            &dir.join(format!("repl{replicas}")),
-            &["--replicas", replicas],
-        );
+    // Replicas written without fsync (the default), with it, and none.
+    let setups: [(&str, &[&str]); 3] = [
+        ("--replicas 7", &["--replicas", "7"]),
+        (
+            "--replicas 7 --replica-fsync",
+            &["--replicas", "7", "--replica-fsync"],
+        ),
+        ("--replicas 0", &["--replicas", "0"]),
+    ];
+    for (n, (replicas, flags)) in setups.into_iter().enumerate() {
+        let (server, addr) = start_server_with(&dir.join(format!("repl{n}")), flags);
         let mut c = client(&addr).await;
         c.execute_update(
             "CREATE TABLE w (id BIGINT PRIMARY KEY, v DOUBLE)".into(),
@@ -664,7 +670,7 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
             per.push(server_writes(&addr, clients, o.seconds).await);
             sync(&mut c).await;
         }
-        if replicas == "7" {
+        if n < 2 {
             // Sync lag of single-row writes: acknowledged → applied everywhere.
             let mut lag = Vec::new();
             for i in 0..300i64 {
@@ -677,10 +683,12 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
             }
             let l = stats(lag, Duration::from_secs(1));
             table.push(format!(
-                "| sync lag, single-row write, 7 replicas: p50 / p99 | {:.2} ms / {:.2} ms | | |",
+                "| sync lag, single-row write, {replicas}: p50 / p99 | {:.2} ms / {:.2} ms | | |",
                 l.p50_us / 1e3,
                 l.p99_us / 1e3
             ));
+        }
+        if n == 0 {
             let mut big = Vec::new();
             for k in 0..3 {
                 let t = Instant::now();
@@ -761,7 +769,7 @@ async fn replication(table: &mut Vec<String>, o: &Opts, dir: &std::path::Path) {
         for (replicas, per) in &results {
             let s = &per[i];
             table.push(format!(
-                "| single-row write tx/s, {clients} client(s), --replicas {replicas} (p50 {:.2} ms) | {:.0} | {:.0} | {:.2} |",
+                "| single-row write tx/s, {clients} client(s), {replicas} (p50 {:.2} ms) | {:.0} | {:.0} | {:.2} |",
                 s.p50_us / 1e3,
                 s.qps,
                 local.qps,

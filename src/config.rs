@@ -127,6 +127,14 @@ pub struct ServeArgs {
     /// (the `verify_replicas` action still runs on demand) [default: 1800].
     #[arg(long, env = "DUCKFLOCK_VERIFY_INTERVAL")]
     pub verify_interval: Option<u64>,
+    /// Fsync each replica's file at every commit, as the primary's. Off, a
+    /// replica is written without fsync (durability is the primary's: an
+    /// acknowledged write is fsynced there), and one the operating system
+    /// may have lost writes of (it crashed or lost power since the replica
+    /// was opened: a new boot id) is rebuilt from the primary before it
+    /// serves [default: false].
+    #[arg(long, env = "DUCKFLOCK_REPLICA_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    pub replica_fsync: Option<bool>,
     /// Fault injection for tests: every replica waits this many
     /// milliseconds before applying each batch of change sets, so replicas
     /// visibly lag the primary [default: 0].
@@ -228,6 +236,7 @@ pub struct ServeConfig {
     pub session_timeout: std::time::Duration,
     pub replicas: usize,
     pub stale_reads: bool,
+    pub replica_fsync: bool,
     pub apply_delay: std::time::Duration,
     /// Time between verification passes (`None`: off).
     pub verify_interval: Option<std::time::Duration>,
@@ -322,6 +331,7 @@ impl ServeArgs {
             ),
             replicas: self.replicas.or(file.replicas).unwrap_or(7),
             stale_reads: self.stale_reads.or(file.stale_reads).unwrap_or(false),
+            replica_fsync: self.replica_fsync.or(file.replica_fsync).unwrap_or(false),
             apply_delay: std::time::Duration::from_millis(
                 self.apply_delay_ms.or(file.apply_delay_ms).unwrap_or(0),
             ),

@@ -67,6 +67,7 @@ pub async fn serve(mut cfg: ServeConfig) -> anyhow::Result<()> {
         session_timeout: cfg.session_timeout,
         replicas: cfg.replicas,
         stale_reads: cfg.stale_reads,
+        replica_fsync: cfg.replica_fsync,
         apply_delay: cfg.apply_delay,
         verify_interval: cfg.verify_interval,
         max_months: cfg.max_months,

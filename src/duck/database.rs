@@ -41,6 +41,9 @@ pub struct DbOptions {
     /// (`file_search_path`). Without them no file outside the database's
     /// own can be read.
     pub files: Option<FilesSetting>,
+    /// DuckDB `fsync_mode = NONE`: commits and checkpoints are not fsynced
+    /// (a file an operating-system crash may leave torn; the replicas').
+    pub unsynced: bool,
 }
 
 impl DbOptions {
@@ -116,6 +119,7 @@ impl Database {
                 read_only: false,
                 max_temp_size: None,
                 files: None,
+                unsynced: false,
             },
         )
     }
@@ -156,6 +160,9 @@ impl Database {
         }
         if opts.read_only {
             settings.push(("access_mode", "READ_ONLY".into()));
+        }
+        if opts.unsynced {
+            settings.push(("fsync_mode", "NONE".into()));
         }
         // Without a files sandbox SQL may not touch the filesystem at all
         // (read_csv('/etc/passwd'), COPY, ATTACH, glob); the database's own

@@ -32,6 +32,7 @@ mod replica;
 mod sessions;
 mod state;
 mod tables;
+mod unsynced;
 mod verify;
 mod visibility;
 
@@ -87,6 +88,9 @@ pub struct EngineConfig {
     /// primary (`--stale-reads`). Off: a read waits for a replica holding
     /// every write committed before it arrived (read-after-write for all).
     pub stale_reads: bool,
+    /// Replicas fsync each commit (`--replica-fsync`); without, a replica
+    /// an operating-system crash may have torn is rebuilt.
+    pub replica_fsync: bool,
     /// Fault injection: replicas wait this long before each batch.
     pub apply_delay: Duration,
     /// Time between the janitor's verification passes (`None`: off).
@@ -250,14 +254,18 @@ impl Engine {
                 allowed_directories: cfg.files.allowed_directories(),
                 file_search_path: cfg.files.first().to_string_lossy().into_owned(),
             }),
+            unsynced: false,
         };
         let months = MonthRegistry::open(
             cfg.data_dir.clone(),
             opts,
             cfg.memory_budget,
             cfg.max_temp_size,
-            cfg.replicas,
-            cfg.apply_delay,
+            months::ReplicaSettings {
+                count: cfg.replicas,
+                fsync: cfg.replica_fsync,
+                apply_delay: cfg.apply_delay,
+            },
             cfg.max_months,
         )?;
         let keywords = catalog::keywords(months.void())?;

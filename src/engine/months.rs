@@ -93,12 +93,22 @@ struct OpenMonth {
     last_used: Instant,
 }
 
+/// How each month's replicas run.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSettings {
+    /// Replicas per month (`--replicas`).
+    pub count: usize,
+    /// Whether a replica's file is fsynced at each commit
+    /// (`--replica-fsync`). Without, a replica left by an operating-system
+    /// crash is rebuilt before it serves (see [`super::replica`]).
+    pub fsync: bool,
+    /// Fault injection (`--apply-delay-ms`): appliers wait before each batch.
+    pub apply_delay: Duration,
+}
+
 pub struct MonthRegistry {
     data_dir: PathBuf,
-    /// Replicas per month (`--replicas`).
-    replicas: usize,
-    /// Fault injection (`--apply-delay-ms`): appliers wait before each batch.
-    apply_delay: Duration,
+    replicas: ReplicaSettings,
     opts: DbOptions,
     /// Bytes of DuckDB memory shared by all open month files.
     budget: u64,
@@ -120,8 +130,7 @@ impl MonthRegistry {
         opts: DbOptions,
         budget: u64,
         temp_budget: Option<u64>,
-        replicas: usize,
-        apply_delay: Duration,
+        replicas: ReplicaSettings,
         max_months: Option<usize>,
     ) -> EngineResult<Self> {
         std::fs::create_dir_all(&data_dir).map_err(|e| {
@@ -154,7 +163,6 @@ impl MonthRegistry {
         Ok(MonthRegistry {
             data_dir,
             replicas,
-            apply_delay,
             opts,
             budget,
             temp_budget: temp_budget.unwrap_or(0),
@@ -270,7 +278,7 @@ impl MonthRegistry {
     }
 
     fn files_per_month(&self) -> u64 {
-        1 + self.replicas as u64
+        1 + self.replicas.count as u64
     }
 
     /// The budget's slots with `open` months open: every file of every
@@ -294,7 +302,7 @@ impl MonthRegistry {
             let mut lease = primary.lease()?;
             lease.with(|c| capture::install(c, &id.to_string()))?
         };
-        let replicas = (1..=self.replicas)
+        let replicas = (1..=self.replicas.count)
             .map(|i| Arc::new(Replica::new(i, dir.join(format!("node_{i}.db")))))
             .collect();
         let month = Arc::new(Month {
@@ -307,7 +315,7 @@ impl MonthRegistry {
             temp_share: AtomicU64::new(temp),
         });
         for r in &month.replicas {
-            replica::spawn_applier(&month, Arc::clone(r), opts.clone(), self.apply_delay)?;
+            replica::spawn_applier(&month, Arc::clone(r), opts.clone(), self.replicas)?;
         }
         Ok(month)
     }
@@ -382,8 +390,8 @@ impl MonthRegistry {
         &self.void
     }
 
-    /// Checkpoints every open primary (graceful shutdown; closed months were
-    /// checkpointed when DuckDB closed them).
+    /// Checkpoints every open primary and closes its replicas (graceful
+    /// shutdown; closed months were checkpointed when DuckDB closed them).
     pub fn checkpoint_all(&self) {
         let open: Vec<Arc<Month>> = self
             .open
@@ -391,9 +399,18 @@ impl MonthRegistry {
             .values()
             .map(|om| Arc::clone(&om.month))
             .collect();
-        for m in open {
+        for m in &open {
             if let Err(e) = m.primary().checkpoint() {
                 tracing::warn!(month = %m.id, error = %e, "checkpoint failed");
+            }
+            m.log.stop();
+        }
+        // Stopped, each applier closes its replica, fsynced (see
+        // `unsynced`): a clean shutdown leaves no replica to rebuild.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for r in open.iter().flat_map(|m| m.replicas.iter()) {
+            while !r.closed() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }

@@ -16,8 +16,9 @@ use super::capture;
 use super::catalog::rows;
 use super::changelog::ChangeLog;
 use super::error::{EngineError, EngineResult};
-use super::months::{Month, INTERNAL_SCHEMA as S};
+use super::months::{Month, ReplicaSettings, INTERNAL_SCHEMA as S};
 use super::node::{memory_setting, Node};
+use super::unsynced;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -58,6 +59,8 @@ pub struct Replica {
     /// server started.
     pub mismatches: AtomicU64,
     pub apply_failures: AtomicU64,
+    /// Set when the applier has stopped and released the file.
+    closed: AtomicBool,
 }
 
 /// The outcome of one verification of a replica.
@@ -87,6 +90,7 @@ impl Replica {
             verified: Mutex::new(None),
             mismatches: AtomicU64::new(0),
             apply_failures: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -133,6 +137,11 @@ impl Replica {
         self.node.read().clone()
     }
 
+    /// Whether the applier has stopped and released the file.
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// Asks the applier to rebuild the replica; it stops serving reads (and
     /// `sync` waits for it) from now on, not from when the applier wakes.
     pub fn request_rebuild(&self) {
@@ -146,8 +155,13 @@ pub fn spawn_applier(
     month: &Arc<Month>,
     replica: Arc<Replica>,
     opts: DbOptions,
-    delay: Duration,
+    settings: ReplicaSettings,
 ) -> EngineResult<()> {
+    let opts = DbOptions {
+        unsynced: !settings.fsync,
+        ..opts
+    };
+    let delay = settings.apply_delay;
     let weak = Arc::downgrade(month);
     let log = Arc::clone(&month.log);
     let name = format!("apply-{}-{}", month.id, replica.index);
@@ -197,7 +211,10 @@ fn applier(
         }
     }
     // Closing: release the file.
-    replica.node.write().take();
+    if let Some(node) = replica.node.write().take() {
+        settle(&replica, node);
+    }
+    replica.closed.store(true, Ordering::SeqCst);
 }
 
 /// One step of the applier: open/check/rebuild the replica if needed, or
@@ -240,6 +257,9 @@ fn step(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResu
 fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> EngineResult<()> {
     if !r.path.exists() {
         return Err(EngineError::not_found("file is missing"));
+    }
+    if let Some(why) = unsynced::torn(&r.path) {
+        return Err(EngineError::invalid(why));
     }
     let node = open_node(m, r, opts)?;
     let meta = {
@@ -292,7 +312,25 @@ fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>
         },
         ..opts.spill_dir(&format!("{}/node_{}", m.id, r.index))
     };
+    if opts.unsynced {
+        unsynced::mark(&r.path)?;
+    } else {
+        unsynced::clear(&r.path)?;
+    }
     Node::open(&r.path, &opts)
+}
+
+/// Closes a replica's file at shutdown: once nobody else holds it, DuckDB
+/// closes it (a checkpoint) and, written without fsync, it is fsynced now,
+/// so a clean shutdown needs no rebuild after a reboot.
+fn settle(r: &Replica, node: Arc<Node>) {
+    if Arc::strong_count(&node) > 1 {
+        return; // a reader still holds it: the mark stays
+    }
+    drop(node);
+    if let Err(e) = unsynced::clear(&r.path) {
+        tracing::warn!(replica = %r.path.display(), error = %e.message, "replica not settled");
+    }
 }
 
 /// Puts an opened file in the replica's slot, then applies the month's

@@ -303,6 +303,78 @@ def test_broken_replicas_are_rebuilt(tmp_path):
     assert compare_month(month_dir, REPLICAS) == []
 
 
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def test_replicas_without_fsync_are_rebuilt_only_after_an_os_restart(tmp_path):
+    """Replicas are written without fsync (the default): durability is the
+    primary's. A kill -9 loses nothing they wrote (the OS holds the pages),
+    so they resume in place; a replica whose mark names another boot (what
+    an OS crash or a power cut leaves) may be torn and is rebuilt before it
+    serves. A clean shutdown fsyncs them and removes the marks."""
+    data = str(tmp_path / "data")
+    month_dir = os.path.join(data, MONTH)
+    node = lambda i: os.path.join(month_dir, f"node_{i}.db")  # noqa: E731
+    proc, uri = start_server(data, "--replicas", "3")
+    try:
+        c = Client(uri)
+        c.update("CREATE TABLE u (i BIGINT, s VARCHAR)", month=MONTH)
+        c.update("INSERT INTO u SELECT range, 's' || range FROM range(130000)", month=MONTH)
+        c.update("DELETE FROM u WHERE i % 5 = 0", month=MONTH)
+        sync(uri)
+        c.close()
+        marks = {}
+        for i in (1, 2, 3):
+            with open(node(i) + ".unsynced") as f:
+                marks[i] = f.read().strip()
+        assert marks == {1: boot_id(), 2: boot_id(), 3: boot_id()}
+        assert not os.path.exists(node(0) + ".unsynced"), "the primary always fsyncs"
+    finally:
+        proc.kill()
+        proc.wait()
+    inode = {i: os.stat(node(i)).st_ino for i in (1, 2, 3)}
+    with open(node(2) + ".unsynced", "w") as f:
+        f.write("a-boot-before-a-power-cut")
+    proc, uri = start_server(data, "--replicas", "3")
+    try:
+        c = Client(uri)
+        c.update("INSERT INTO u VALUES (-1, 'after')", month=MONTH)
+        sync(uri)
+        st = c.action("node_status", {"month": MONTH})["months"][0]["nodes"]
+        assert [n["state"] for n in st] == ["healthy"] * 4, st
+        for _ in range(12):
+            t, where = c.query("SELECT count(*) AS n, sum(i)::BIGINT AS s FROM u", month=MONTH)
+            assert t.to_pylist() == [{"n": 104001, "s": 6759999999}], where
+        c.close()
+        assert os.stat(node(1)).st_ino == inode[1], "node_1 was rebuilt after a kill -9"
+        assert os.stat(node(3)).st_ino == inode[3], "node_3 was rebuilt after a kill -9"
+        assert os.stat(node(2)).st_ino != inode[2], "node_2, marked in another boot, was not rebuilt"
+        with open(node(2) + ".unsynced") as f:
+            assert f.read().strip() == boot_id()
+    finally:
+        stop(proc)
+    for i in (1, 2, 3):
+        assert not os.path.exists(node(i) + ".unsynced"), f"node_{i} not settled at shutdown"
+    assert compare_month(month_dir, 3) == []
+
+
+def test_replica_fsync_keeps_no_marks(tmp_path):
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", "2", "--replica-fsync")
+    try:
+        c = Client(uri)
+        c.update("CREATE TABLE f (i BIGINT)", month=MONTH)
+        c.update("INSERT INTO f SELECT range FROM range(5000)", month=MONTH)
+        sync(uri)
+        c.close()
+        assert [n for n in os.listdir(os.path.join(data, MONTH)) if n.endswith(".unsynced")] == []
+    finally:
+        stop(proc)
+    assert compare_month(os.path.join(data, MONTH), 2) == []
+
+
 def test_reads_are_spread_over_every_replica(tmp_path):
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", str(REPLICAS))
