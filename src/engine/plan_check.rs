@@ -111,6 +111,14 @@ pub(super) fn verify(
         if let Some(why) = denied_in_plan(&tree) {
             return Err(EngineError::forbidden(why));
         }
+        if !changes_data(t) && changes_in_plan(&tree) {
+            return Err(EngineError::invalid(
+                "this statement changes data inside a WITH (INSERT, UPDATE or DELETE … \
+                 RETURNING in a query or a CREATE TABLE … AS), which duckflock would neither \
+                 run on the primary nor replicate: send the INSERT, UPDATE or DELETE … \
+                 RETURNING as a statement of its own (its rows come back the same way)",
+            ));
+        }
     }
     if row.is_none() {
         conn.set_verified(epoch, sql);
@@ -131,6 +139,38 @@ fn after_empty_statements<'s>(conn: &Conn, sql: &'s str) -> Option<&'s str> {
         }
     }
     start.map(|p| &sql[p..])
+}
+
+/// Statement types that run as captured writes. (DuckDB refuses a
+/// data-modifying WITH in front of them on a table with triggers, as every
+/// table of a primary has.)
+fn changes_data(t: StatementType) -> bool {
+    matches!(
+        t,
+        StatementType::Insert
+            | StatementType::Update
+            | StatementType::Delete
+            | StatementType::MergeInto
+    )
+}
+
+/// Physical operators that change a table's rows.
+const DML_OPERATORS: [&str; 5] = ["INSERT", "BATCH_INSERT", "DELETE", "UPDATE", "MERGE_INTO"];
+
+/// Whether a JSON plan holds an operator that changes rows: in a query or a
+/// `CREATE TABLE … AS`, only a data-modifying WITH puts one there (DuckDB
+/// allows it at the top level only, and not in views or macros).
+fn changes_in_plan(v: &Value) -> bool {
+    match v {
+        Value::Object(map) => {
+            map.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| DML_OPERATORS.contains(&n))
+                || map.get("children").is_some_and(changes_in_plan)
+        }
+        Value::Array(items) => items.iter().any(changes_in_plan),
+        _ => false,
+    }
 }
 
 /// The output of a client's `EXPLAIN [ANALYZE]` (a plan: a few rows), read
@@ -351,6 +391,33 @@ mod tests {
             (StatementType::Select, "SELECT * FROM duckdb_tables()"),
         ] {
             verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        // A data-modifying WITH runs only in front of a captured write.
+        for (sql, ok) in [
+            (
+                "WITH x AS (INSERT INTO t VALUES ('a') RETURNING *) SELECT * FROM x",
+                false,
+            ),
+            (
+                "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                false,
+            ),
+            (
+                "CREATE TABLE c AS WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                false,
+            ),
+            (
+                "WITH x AS (DELETE FROM t RETURNING *) INSERT INTO meta SELECT s FROM x",
+                true,
+            ),
+            ("CREATE TABLE c AS SELECT * FROM t", true),
+        ] {
+            let t = conn.prepare(sql).unwrap().statement_type();
+            let got = verify(&conn, t, sql, None);
+            assert_eq!(got.is_ok(), ok, "{sql}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.class, super::super::ErrorClass::InvalidArgument, "{sql}");
+            }
         }
         // DuckDB prepares an ADD COLUMN with a volatile default as MULTI,
         // which it cannot EXPLAIN; it passes, and then runs.
