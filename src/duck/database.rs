@@ -354,6 +354,12 @@ impl Conn {
         Prepared::from_raw(self, raw, state)
     }
 
+    /// A new connection to the same database (no temporary objects, no
+    /// transaction of this one's).
+    pub fn sibling(&self) -> DuckResult<Conn> {
+        self._db.connect()
+    }
+
     /// Splits SQL into statements with DuckDB's parser.
     pub fn extract(&self, sql: &str) -> DuckResult<Script> {
         self.extract_any(sql)?.ok_or_else(|| {
@@ -362,12 +368,6 @@ impl Conn {
                 "Parser Error: no statement to execute",
             )
         })
-    }
-
-    /// How many statements DuckDB's parser finds in `sql` (0 for only
-    /// comments and `;`).
-    pub fn count_statements(&self, sql: &str) -> DuckResult<usize> {
-        Ok(self.extract_any(sql)?.map_or(0, |s| s.len()))
     }
 
     /// [`Conn::extract`], `None` when the text holds no statement.

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::{Array, AsArray, RecordBatch};
 use serde_json::Value;
 
-use crate::duck::{Conn, DuckErrorKind, QueryResult, StatementType};
+use crate::duck::{Conn, DuckErrorKind, Prepared, QueryResult, StatementType};
 
 use super::classify::DENIED_FUNCTIONS;
 use super::error::{EngineError, EngineResult};
@@ -46,20 +46,12 @@ pub(super) fn verify(
     sql: &str,
     row: Option<Row<'_>>,
 ) -> EngineResult<()> {
-    match t {
-        StatementType::Explain => return Ok(()), // see [`explain_output`]
-        // DuckDB's transformer makes a MULTI of one statement only: an
-        // `ALTER TABLE … ADD COLUMN` whose default must be materialized
-        // (`DEFAULT random()`), run as the ALTER, an UPDATE of the new column
-        // to its default, and ALTERs adding the default and constraints. It
-        // cannot be explained ("Unimplemented statement type MULTI for
-        // Bind"), and reads nothing but the altered table: a default
-        // expression binds without subqueries (DuckDB's "DEFAULT value cannot
-        // contain subqueries", macros included) and so without table
-        // functions.
-        StatementType::Multi => return Ok(()),
-        _ => {}
+    if t == StatementType::Explain {
+        return Ok(()); // see [`explain_output`]
     }
+    // `;SELECT 1` is SELECT 1: empty statements in front hold nothing (a
+    // comment in front is not looked into: such a text is refused below).
+    let sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
     let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
     if row.is_none() && conn.is_verified(epoch, sql) {
         return Ok(());
@@ -78,11 +70,6 @@ pub(super) fn verify(
         // TRUNCATE and COMMENT ON cannot be explained; each names one object
         // and reads no table. Anything else that cannot is not run.
         Err(e) if e.kind == DuckErrorKind::Parser => {
-            // `EXPLAIN ;SELECT 1` explains nothing: the empty statements
-            // before the statement are nothing to check.
-            if let Some(statement) = after_empty_statements(conn, sql) {
-                return verify(conn, t, statement, row);
-            }
             if matches!(t, StatementType::Delete | StatementType::Alter) {
                 return Ok(());
             }
@@ -98,18 +85,54 @@ pub(super) fn verify(
             ))
         }
     };
-    let mut explain = script.prepare(conn, 0)?;
-    bind(&mut explain, row)?;
-    let mut res = explain.execute_owned()?;
-    let mut plans = Vec::new();
-    while let Some(b) = res.next_batch()? {
-        plans.extend(texts(&b, 1));
-    }
+    let plans = if t == StatementType::Multi {
+        // DuckDB expands a MULTI into several statements: an `ALTER TABLE
+        // … ADD COLUMN` whose default must be materialized (the ALTER, an
+        // UPDATE to the default, ALTERs for the default and constraints),
+        // or a PIVOT without an IN list (CREATE TYPE … AS ENUM (SELECT
+        // DISTINCT …) for its columns, then the statement). The ALTER cannot
+        // be explained ("Unimplemented statement type MULTI for Bind") and
+        // reads nothing but its table (a default binds without subqueries:
+        // "DEFAULT value cannot contain subqueries", macros included). The
+        // PIVOT's plan shows only its last statement, not the queries that
+        // name its columns: it is refused. Which one it is, a prepare tells,
+        // on a connection of its own (a failed prepare would abort the
+        // client's transaction; the PIVOT's types stay on that connection).
+        let side = conn.sibling()?;
+        let script = side.extract(&text)?;
+        let prepared = script.prepare(&side, 0);
+        match prepared {
+            Err(e) if e.kind == DuckErrorKind::NotImplemented && e.message.contains("MULTI") => {
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(EngineError::forbidden(format!(
+                    "duckflock could not check what this statement reads ({})",
+                    e.message
+                )))
+            }
+            Ok(_) => {
+                return Err(EngineError::invalid(
+                    "a PIVOT without an IN list is not supported: DuckDB first runs queries \
+                     that name its columns, which duckflock cannot check; list the values \
+                     (PIVOT … ON col IN ('a', 'b') …)",
+                ))
+            }
+        }
+    } else {
+        plans_of(script.prepare(conn, 0)?, row)?
+    };
     for p in &plans {
         let tree: Value = serde_json::from_str(p)
             .map_err(|e| EngineError::internal(format!("DuckDB's JSON plan: {e}")))?;
         if let Some(why) = denied_in_plan(&tree) {
             return Err(EngineError::forbidden(why));
+        }
+        if any_operator(&tree, &COPY_OPERATORS) {
+            return Err(EngineError::forbidden(
+                "COPY is not allowed through SQL, in a WITH either: write a query's result \
+                 with the `export` action (Flight SQL DoAction, or POST /api/v1/export)",
+            ));
         }
         if !changes_data(t) && changes_in_plan(&tree) {
             return Err(EngineError::invalid(
@@ -126,19 +149,15 @@ pub(super) fn verify(
     Ok(())
 }
 
-/// `sql` after the empty statements it starts with (`;`, comments), cut
-/// where DuckDB's parser finds nothing before a `;`; `None` if it starts
-/// with none.
-fn after_empty_statements<'s>(conn: &Conn, sql: &'s str) -> Option<&'s str> {
-    let mut start = None;
-    for p in sql.match_indices(';').map(|(p, _)| p + 1) {
-        match conn.count_statements(&sql[..p]) {
-            Ok(0) => start = Some(p),
-            Ok(_) => break,
-            Err(_) => {} // a `;` inside a comment or string
-        }
+/// The JSON plans a prepared `EXPLAIN` answers with `row` bound.
+fn plans_of(mut explain: Prepared<'_>, row: Option<Row<'_>>) -> EngineResult<Vec<String>> {
+    bind(&mut explain, row)?;
+    let mut res = explain.execute_owned()?;
+    let mut plans = Vec::new();
+    while let Some(b) = res.next_batch()? {
+        plans.extend(texts(&b, 1));
     }
-    start.map(|p| &sql[p..])
+    Ok(plans)
 }
 
 /// Statement types that run as captured writes. (DuckDB refuses a
@@ -157,18 +176,31 @@ fn changes_data(t: StatementType) -> bool {
 /// Physical operators that change a table's rows.
 const DML_OPERATORS: [&str; 5] = ["INSERT", "BATCH_INSERT", "DELETE", "UPDATE", "MERGE_INTO"];
 
+/// Physical operators that write files (a COPY, also inside a WITH).
+const COPY_OPERATORS: [&str; 4] = [
+    "COPY_TO_FILE",
+    "BATCH_COPY_TO_FILE",
+    "COPY_DATABASE",
+    "EXPORT",
+];
+
 /// Whether a JSON plan holds an operator that changes rows: in a query or a
 /// `CREATE TABLE … AS`, only a data-modifying WITH puts one there (DuckDB
 /// allows it at the top level only, and not in views or macros).
 fn changes_in_plan(v: &Value) -> bool {
+    any_operator(v, &DML_OPERATORS)
+}
+
+/// Whether a JSON plan holds an operator named in `names`.
+fn any_operator(v: &Value, names: &[&str]) -> bool {
     match v {
         Value::Object(map) => {
             map.get("name")
                 .and_then(Value::as_str)
-                .is_some_and(|n| DML_OPERATORS.contains(&n))
-                || map.get("children").is_some_and(changes_in_plan)
+                .is_some_and(|n| names.contains(&n))
+                || map.get("children").is_some_and(|c| any_operator(c, names))
         }
-        Value::Array(items) => items.iter().any(changes_in_plan),
+        Value::Array(items) => items.iter().any(|c| any_operator(c, names)),
         _ => false,
     }
 }
@@ -420,14 +452,39 @@ mod tests {
             }
         }
         // DuckDB prepares an ADD COLUMN with a volatile default as MULTI,
-        // which it cannot EXPLAIN; it passes, and then runs.
-        for sql in [
-            "ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT random()",
-            "ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 1",
+        // which it cannot EXPLAIN; it passes, and then runs. A PIVOT without
+        // an IN list is a MULTI too, and is checked like any statement.
+        conn.execute_batch(&format!(
+            "INSERT INTO meta VALUES ('a'); INSERT INTO {INTERNAL_SCHEMA}.meta VALUES ('b')"
+        ))
+        .unwrap();
+        for (sql, multi) in [
+            ("ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT random()", true),
+            ("ALTER TABLE t ADD COLUMN n INTEGER DEFAULT 1", false),
+            (
+                "CREATE TABLE p AS PIVOT meta ON k IN ('a') USING count(*)",
+                false,
+            ),
         ] {
             let t = conn.prepare(sql).unwrap().statement_type();
+            assert_eq!(t == StatementType::Multi, multi, "{sql}: {t:?}");
             verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql} ({t:?}): {e:?}"));
             conn.execute_batch(sql).unwrap();
+        }
+        for sql in [
+            "CREATE TABLE p2 AS PIVOT v ON k USING count(*)",
+            "INSERT INTO t (s) SELECT 'x' FROM (PIVOT v ON k USING count(*))",
+            "PIVOT meta ON k USING count(*)",
+        ] {
+            let t = conn.prepare(sql).unwrap().statement_type();
+            assert_eq!(t, StatementType::Multi, "{sql}");
+            let e = verify(&conn, t, sql, None).unwrap_err();
+            assert_eq!(
+                e.class,
+                super::super::ErrorClass::InvalidArgument,
+                "{sql}: {e:?}"
+            );
+            assert!(e.message.contains("IN list"), "{sql}: {e:?}");
         }
         // A remembered verdict is forgotten when the catalog changes.
         verify(&conn, StatementType::Select, "SELECT * FROM meta", None).unwrap();
@@ -437,6 +494,47 @@ mod tests {
         .unwrap();
         catalog_changed();
         assert!(verify(&conn, StatementType::Select, "SELECT * FROM meta", None).is_err());
+    }
+
+    #[test]
+    fn a_copy_in_a_with_is_refused_whatever_the_statement() {
+        // A files dir DuckDB lets SQL use: there the COPY could write.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_string_lossy().into_owned();
+        let db = Database::open(
+            std::path::Path::new(":memory:"),
+            &crate::duck::DbOptions {
+                threads: Some(1),
+                temp_directory: Some(String::new()),
+                files: Some(crate::duck::FilesSetting {
+                    allowed_directories: format!("['{d}/']"),
+                    file_search_path: d.clone(),
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute_batch("CREATE TABLE t (s VARCHAR); CREATE TABLE u (s VARCHAR)")
+            .unwrap();
+        let out = dir.path().join("out.csv");
+        for sql in [
+            format!("WITH x AS (COPY t TO '{}') SELECT * FROM x", out.display()),
+            format!(
+                "WITH x AS (COPY t TO '{}') INSERT INTO u SELECT 'x'",
+                out.display()
+            ),
+        ] {
+            let t = conn.prepare(&sql).unwrap().statement_type();
+            let e = verify(&conn, t, &sql, None).unwrap_err();
+            assert_eq!(
+                e.class,
+                super::super::ErrorClass::PermissionDenied,
+                "{sql}: {e:?}"
+            );
+            assert!(e.message.contains("COPY"), "{sql}: {e:?}");
+        }
+        assert!(!out.exists());
     }
 
     #[test]
@@ -494,16 +592,28 @@ mod tests {
             verify(&conn, StatementType::Select, piece, None)
                 .unwrap_or_else(|e| panic!("{piece}: {e:?}"));
         }
-        // A script may start with empty statements too.
-        for sql in [";SELECT 1", " ; /* ; */ -- ;\n; SELECT 2"] {
+        // A script may start with empty statements too; behind them the
+        // statement is checked, and a comment in front is not looked into.
+        for sql in [";SELECT 1", " ;\n ; SELECT 2"] {
             verify(&conn, StatementType::Select, sql, None)
                 .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
-        let sql = format!("; SELECT * FROM {INTERNAL_SCHEMA}.meta");
         conn.execute_batch(&format!(
-            "CREATE SCHEMA {INTERNAL_SCHEMA}; CREATE TABLE {INTERNAL_SCHEMA}.meta(k VARCHAR)"
+            "CREATE SCHEMA {INTERNAL_SCHEMA}; CREATE TABLE {INTERNAL_SCHEMA}.meta(k VARCHAR);
+             CREATE VIEW v AS SELECT * FROM {INTERNAL_SCHEMA}.meta"
         ))
         .unwrap();
-        assert!(verify(&conn, StatementType::Select, &sql, None).is_err());
+        for sql in [
+            "; SELECT * FROM v",
+            "; -- ; SELECT 1 /*\nSELECT * FROM v -- */",
+        ] {
+            assert_eq!(conn.extract(sql).unwrap().len(), 1, "{sql}");
+            let e = verify(&conn, StatementType::Select, sql, None).unwrap_err();
+            assert_eq!(
+                e.class,
+                super::super::ErrorClass::PermissionDenied,
+                "{sql}: {e:?}"
+            );
+        }
     }
 }

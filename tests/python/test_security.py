@@ -1942,6 +1942,35 @@ def test_client_triggers_are_refused(open_server):
     assert v["ok"], v
 
 
+def test_a_copy_inside_a_with_writes_no_file(open_server):
+    """Hole: DuckDB 2.0 accepts a COPY inside a WITH, so the statement is a
+    SELECT (or an INSERT) and passed the refusal of COPY; the files dir is
+    writable for DuckDB (allowed_directories cannot tell reads from writes),
+    so a client could overwrite the files others query in place. DuckDB's
+    plan shows the COPY: refused through ADBC and HTTP, no file appears."""
+    S = open_server
+    m = "2031-10"
+    target = S.data / "files" / "copied_by_a_with.csv"
+    with S.adbc(month=m) as c:
+        rows(c, "CREATE TABLE cw (s VARCHAR)")
+        rows(c, "INSERT INTO cw VALUES ('x')")
+    sqls = [
+        f"WITH x AS (COPY cw TO '{target}') SELECT * FROM x",
+        f"CREATE TABLE cw2 AS WITH x AS (COPY cw TO '{target}') SELECT * FROM x",
+    ]
+    P = Problems()
+    with S.adbc(month=m) as c:
+        P.denied_every_way(c, S.http(), m, sqls)
+        # In front of an INSERT DuckDB refuses it itself (a table with
+        # triggers).
+        P.adbc("in front of an INSERT", lambda: statement(
+            c, f"WITH x AS (COPY cw TO '{target}') INSERT INTO cw SELECT 'y'", update=True),
+            INVALID_ARGUMENT, "must be at the top level")
+    P.check()
+    assert not target.exists()
+    assert S.primary_rows(m, "SELECT count(*) AS n FROM cw") == [{"n": 1}]
+
+
 def test_other_months_spill_files_are_unreadable(open_server):
     """Hole: DuckDB allows each database its temp directory, and
     <data-dir>/.tmp was shared by every month. Another month's spill
