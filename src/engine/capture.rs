@@ -291,7 +291,8 @@ pub fn internal_fingerprint(conn: &Conn) -> EngineResult<String> {
         .unwrap_or_default())
 }
 
-/// Whether a persistent trigger exists that the server did not make.
+/// A persistent trigger the server did not make (`schema.table: name`), if
+/// one exists.
 /// Called inside a client's DDL, between [`before_ddl`] (which drops the
 /// capture triggers) and [`after_ddl`]: every persistent trigger left
 /// outside the bookkeeping schema is then a client's. Clients may not make
@@ -300,17 +301,29 @@ pub fn internal_fingerprint(conn: &Conn) -> EngineResult<String> {
 /// (a copy of the primary's file) would run it again on every change it
 /// applies. A temporary trigger stays: DuckDB lets it touch only its own
 /// connection's temporary tables.
-pub fn has_client_triggers(conn: &Conn) -> EngineResult<bool> {
-    let n = rows(
+pub fn client_trigger(conn: &Conn) -> EngineResult<Option<String>> {
+    let found = rows(
         conn,
         &format!(
-            "SELECT count(*) FROM system.main.duckdb_triggers()
-             WHERE database_name = current_database() AND schema_name <> '{S}'"
+            "SELECT schema_name || '.' || table_name || ': ' || trigger_name
+             FROM system.main.duckdb_triggers()
+             WHERE database_name = current_database() AND schema_name <> '{S}'
+             ORDER BY ALL LIMIT 1"
         ),
     )?;
-    Ok(n.first()
-        .and_then(|r| r.first().cloned().flatten())
-        .is_some_and(|c| c != "0"))
+    Ok(found
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
+}
+
+/// Drops the triggers of a replica's user tables (none should exist: the
+/// capture triggers are the primary's, and a client's trigger made before
+/// clients were refused them would run again on what the replica applies).
+pub fn drop_replica_triggers(conn: &Conn) -> EngineResult<()> {
+    in_transaction(conn, || {
+        drop_triggers_where(conn, &format!("schema_name <> '{S}'"))
+    })
 }
 
 /// Whether any secret exists on this connection's database (none ever may:

@@ -545,14 +545,14 @@ pub(super) fn ddl<T>(
         ))
     } else if capture::has_secrets(conn)? {
         Some("CREATE SECRET is not allowed: the server holds no credentials for clients".into())
-    } else if capture::has_client_triggers(conn)? {
-        Some(
-            "CREATE TRIGGER is not allowed: duckflock replicates with triggers of its own, \
-             and a replica would run a client's trigger again on every change it applies"
-                .into(),
-        )
     } else {
-        None
+        capture::client_trigger(conn)?.map(|trigger| {
+            format!(
+                "CREATE TRIGGER is not allowed: duckflock replicates with triggers of its own, \
+                 and a replica would run a client's trigger again on every change it applies \
+                 (found {trigger}; a trigger made before this rule blocks DDL until it is dropped)"
+            )
+        })
     };
     if let Some(why) = refused {
         // Also inside a client's transaction: nothing of it may commit.

@@ -372,6 +372,11 @@ impl MonthRegistry {
         };
         for om in &closed {
             om.month.log.stop();
+        }
+        // Still under the lifecycle lock: the month reopens only once its
+        // appliers released (and settled) its replica files.
+        wait_closed(closed.iter().map(|om| &om.month));
+        for om in &closed {
             tracing::info!(month = %om.month.id, "closed idle month");
         }
         closed.len()
@@ -407,11 +412,20 @@ impl MonthRegistry {
         }
         // Stopped, each applier closes its replica, fsynced (see
         // `unsynced`): a clean shutdown leaves no replica to rebuild.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for r in open.iter().flat_map(|m| m.replicas.iter()) {
-            while !r.closed() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        wait_closed(open.iter());
+    }
+}
+
+/// Waits (at most 10 s) until the appliers of `months`, whose logs were
+/// stopped, have released their replica files.
+fn wait_closed<'m>(months: impl Iterator<Item = &'m Arc<Month>>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for r in months.flat_map(|m| m.replicas.iter()) {
+        while !r.closed() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !r.closed() {
+            tracing::warn!(replica = %r.path.display(), "applier did not stop in time");
         }
     }
 }

@@ -296,6 +296,10 @@ fn open_existing(m: &Month, log: &ChangeLog, r: &Replica, opts: &DbOptions) -> E
     if applied < log.last_lsn() && applied < pruned {
         return Err(EngineError::invalid("replica is behind the retained log"));
     }
+    {
+        let mut lease = node.lease()?;
+        lease.with(capture::drop_replica_triggers)?;
+    }
     r.applied.store(applied, Ordering::SeqCst);
     place(m, r, node);
     Ok(())
@@ -324,8 +328,9 @@ fn open_node(m: &Month, r: &Replica, opts: &DbOptions) -> EngineResult<Arc<Node>
 /// closes it (a checkpoint) and, written without fsync, it is fsynced now,
 /// so a clean shutdown needs no rebuild after a reboot.
 fn settle(r: &Replica, node: Arc<Node>) {
-    if Arc::strong_count(&node) > 1 {
-        return; // a reader still holds it: the mark stays
+    node.drop_idle();
+    if Arc::strong_count(&node) > 1 || !node.unused() {
+        return; // a reader (or the verifier) still holds it: the mark stays
     }
     drop(node);
     if let Err(e) = unsynced::clear(&r.path) {

@@ -46,7 +46,12 @@ fn sync_dir(of: &Path) -> EngineResult<()> {
 /// Why the replica file `db` cannot be trusted, if it was written without
 /// fsync during another boot than this one.
 pub(super) fn torn(db: &Path) -> Option<String> {
-    let marked = std::fs::read_to_string(mark_path(db)).ok()?;
+    let path = mark_path(db);
+    let marked = match std::fs::read_to_string(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(format!("its mark {} cannot be read: {e}", path.display())),
+    };
     let now = boot_id();
     if !now.is_empty() && marked.trim() == now {
         return None;
