@@ -362,16 +362,6 @@ impl Conn {
 
     /// Splits SQL into statements with DuckDB's parser.
     pub fn extract(&self, sql: &str) -> DuckResult<Script> {
-        self.extract_any(sql)?.ok_or_else(|| {
-            DuckError::new(
-                DuckErrorKind::Parser,
-                "Parser Error: no statement to execute",
-            )
-        })
-    }
-
-    /// [`Conn::extract`], `None` when the text holds no statement.
-    fn extract_any(&self, sql: &str) -> DuckResult<Option<Script>> {
         let c_sql = CString::new(sql).map_err(|_| {
             DuckError::new(
                 DuckErrorKind::Parser,
@@ -386,15 +376,18 @@ impl Conn {
             let msg = cstr_to_string(unsafe { ffi::duckdb_extract_statements_error(raw) });
             let script = Script { raw, len: 0 };
             drop(script);
-            return match msg {
-                Some(m) => Err(DuckError::from_message(m)),
-                None => Ok(None),
-            };
+            return Err(match msg {
+                Some(m) => DuckError::from_message(m),
+                None => DuckError::new(
+                    DuckErrorKind::Parser,
+                    "Parser Error: no statement to execute",
+                ),
+            });
         }
-        Ok(Some(Script {
+        Ok(Script {
             raw,
             len: n as usize,
-        }))
+        })
     }
 
     /// Runs one statement and returns its (materialised) result; for internal

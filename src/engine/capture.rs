@@ -321,9 +321,13 @@ pub fn client_trigger(conn: &Conn) -> EngineResult<Option<String>> {
 /// capture triggers are the primary's, and a client's trigger made before
 /// clients were refused them would run again on what the replica applies).
 pub fn drop_replica_triggers(conn: &Conn) -> EngineResult<()> {
-    in_transaction(conn, || {
-        drop_triggers_where(conn, &format!("schema_name <> '{S}'"))
-    })
+    in_transaction(conn, || drop_user_table_triggers(conn))
+}
+
+/// Drops every trigger outside the bookkeeping schema (the capture
+/// triggers, and any a client made), keeping the bookkeeping's guards.
+fn drop_user_table_triggers(conn: &Conn) -> EngineResult<()> {
+    drop_triggers_where(conn, &format!("schema_name <> '{S}'"))
 }
 
 /// Whether any secret exists on this connection's database (none ever may:
@@ -880,7 +884,7 @@ pub fn make_replica(conn: &Conn, lsn: u64) -> EngineResult<()> {
         // The capture triggers, and any a client made before clients were
         // refused triggers: a replica must not run them on what it applies
         // (the primary captured their effects).
-        drop_triggers_where(conn, &format!("schema_name <> '{S}'"))?;
+        drop_user_table_triggers(conn)?;
         for (shadow, _, _) in shadows(conn)? {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {S}.{}", quote(&shadow)))?;
         }

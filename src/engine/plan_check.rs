@@ -85,43 +85,10 @@ pub(super) fn verify(
             ))
         }
     };
-    let plans = if t == StatementType::Multi {
-        // DuckDB expands a MULTI into several statements: an `ALTER TABLE
-        // … ADD COLUMN` whose default must be materialized (the ALTER, an
-        // UPDATE to the default, ALTERs for the default and constraints),
-        // or a PIVOT without an IN list (CREATE TYPE … AS ENUM (SELECT
-        // DISTINCT …) for its columns, then the statement). The ALTER cannot
-        // be explained ("Unimplemented statement type MULTI for Bind") and
-        // reads nothing but its table (a default binds without subqueries:
-        // "DEFAULT value cannot contain subqueries", macros included). The
-        // PIVOT's plan shows only its last statement, not the queries that
-        // name its columns: it is refused. Which one it is, a prepare tells,
-        // on a connection of its own (a failed prepare would abort the
-        // client's transaction; the PIVOT's types stay on that connection).
-        let side = conn.sibling()?;
-        let script = side.extract(&text)?;
-        let prepared = script.prepare(&side, 0);
-        match prepared {
-            Err(e) if e.kind == DuckErrorKind::NotImplemented && e.message.contains("MULTI") => {
-                return Ok(());
-            }
-            Err(e) => {
-                return Err(EngineError::forbidden(format!(
-                    "duckflock could not check what this statement reads ({})",
-                    e.message
-                )))
-            }
-            Ok(_) => {
-                return Err(EngineError::invalid(
-                    "a PIVOT without an IN list is not supported: DuckDB first runs queries \
-                     that name its columns, which duckflock cannot check; list the values \
-                     (PIVOT … ON col IN ('a', 'b') …)",
-                ))
-            }
-        }
-    } else {
-        plans_of(script.prepare(conn, 0)?, row)?
-    };
+    if t == StatementType::Multi {
+        return verify_multi(conn, &text);
+    }
+    let plans = plans_of(script.prepare(conn, 0)?, row)?;
     for p in &plans {
         let tree: Value = serde_json::from_str(p)
             .map_err(|e| EngineError::internal(format!("DuckDB's JSON plan: {e}")))?;
@@ -134,7 +101,10 @@ pub(super) fn verify(
                  with the `export` action (Flight SQL DoAction, or POST /api/v1/export)",
             ));
         }
-        if !changes_data(t) && changes_in_plan(&tree) {
+        // In a query or a CREATE TABLE … AS only a data-modifying WITH puts
+        // such an operator there (DuckDB allows it at the top level only,
+        // and not in views or macros).
+        if !changes_data(t) && any_operator(&tree, &DML_OPERATORS) {
             return Err(EngineError::invalid(
                 "this statement changes data inside a WITH (INSERT, UPDATE or DELETE … \
                  RETURNING in a query or a CREATE TABLE … AS), which duckflock would neither \
@@ -147,6 +117,36 @@ pub(super) fn verify(
         conn.set_verified(epoch, sql);
     }
     Ok(())
+}
+
+/// A MULTI: DuckDB expands it into several statements, an `ALTER TABLE …
+/// ADD COLUMN` whose default must be materialized (the ALTER, an UPDATE to
+/// the default, ALTERs for the default and constraints) or a PIVOT without
+/// an IN list (CREATE TYPE … AS ENUM (SELECT DISTINCT …) for its columns,
+/// then the statement). The ALTER cannot be explained ("Unimplemented
+/// statement type MULTI for Bind") and reads nothing but its table (a
+/// default binds without subqueries: "DEFAULT value cannot contain
+/// subqueries", macros included): it passes. The PIVOT's plan shows only its
+/// last statement, not the queries that name its columns: it is refused.
+/// Which one it is, preparing `explain` (its `EXPLAIN`) tells, on a
+/// connection of its own: a failed prepare would abort the client's
+/// transaction, and the PIVOT's types stay on that connection.
+fn verify_multi(conn: &Conn, explain: &str) -> EngineResult<()> {
+    let side = conn.sibling()?;
+    let script = side.extract(explain)?;
+    let prepared = script.prepare(&side, 0);
+    match prepared {
+        Err(e) if e.kind == DuckErrorKind::NotImplemented && e.message.contains("MULTI") => Ok(()),
+        Err(e) => Err(EngineError::forbidden(format!(
+            "duckflock could not check what this statement reads ({})",
+            e.message
+        ))),
+        Ok(_) => Err(EngineError::invalid(
+            "a PIVOT without an IN list is not supported: DuckDB first runs queries \
+             that name its columns, which duckflock cannot check; list the values \
+             (PIVOT … ON col IN ('a', 'b') …)",
+        )),
+    }
 }
 
 /// The JSON plans a prepared `EXPLAIN` answers with `row` bound.
@@ -183,13 +183,6 @@ const COPY_OPERATORS: [&str; 4] = [
     "COPY_DATABASE",
     "EXPORT",
 ];
-
-/// Whether a JSON plan holds an operator that changes rows: in a query or a
-/// `CREATE TABLE … AS`, only a data-modifying WITH puts one there (DuckDB
-/// allows it at the top level only, and not in views or macros).
-fn changes_in_plan(v: &Value) -> bool {
-    any_operator(v, &DML_OPERATORS)
-}
 
 /// Whether a JSON plan holds an operator named in `names`.
 fn any_operator(v: &Value, names: &[&str]) -> bool {
