@@ -330,6 +330,24 @@ impl Conn {
         self.mark_spent();
     }
 
+    /// Rolls back the open transaction and leaves a failed one in its
+    /// place: every later statement fails with DuckDB's "Current transaction
+    /// is aborted (please ROLLBACK)" until the owner ends it (a COMMIT of
+    /// it commits nothing). For a client's transaction the server rolled
+    /// back: what the client sends next must not run outside it, committed
+    /// on its own. A connection where this fails is not reused.
+    pub fn rollback_to_failed(&self) {
+        self.rollback();
+        let failed = self.execute_batch("BEGIN TRANSACTION").is_ok()
+            && self
+                .execute_batch("SELECT error('the server rolled this transaction back')")
+                .is_err();
+        if !failed {
+            self.rollback();
+            self.mark_spent();
+        }
+    }
+
     /// Runs SQL (one or more statements, each prepared after the previous
     /// one ran) and discards the results. For the server's own statements.
     pub fn execute_batch(&self, sql: &str) -> DuckResult<()> {

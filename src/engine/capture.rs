@@ -257,6 +257,26 @@ fn shadows(conn: &Conn) -> EngineResult<Vec<(String, String, String)>> {
     .collect())
 }
 
+/// The rows of every shadow table, as the current transaction sees them.
+/// Nothing but a statement's triggers adds rows to a shadow and only the
+/// server removes them (updates and deletes are guarded), so within one
+/// transaction this number changes only when a statement added rows to a
+/// shadow: what [`super::plan_check::Watch`] checks around a statement that
+/// no capture trigger guards.
+pub(super) fn shadow_rows(conn: &Conn) -> EngineResult<u64> {
+    let all = shadows(conn)?;
+    if all.is_empty() {
+        return Ok(0);
+    }
+    let sum = all
+        .iter()
+        .map(|(s, _, _)| format!("(SELECT count(*) FROM {S}.{})", quote(s)))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let r = rows_cached(conn, &format!("SELECT {sum}"), &[])?;
+    Ok(r.first().map(|r| int(r, 0)).unwrap_or(0) as u64)
+}
+
 /// Starts a captured write transaction on a primary connection.
 pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
     let txn = log.new_txn();

@@ -152,8 +152,10 @@ pub fn run_each(
         let txn = capture::begin(conn, log)?;
         let ran = bind(&mut stmt, row)
             .and_then(|_| plan_check::verify(conn, st, sql, row))
-            .and_then(|_| {
+            .and_then(|verdict| {
+                let watch = verdict.watch(conn)?;
                 let mut res = stmt.execute_owned()?;
+                watch.check(conn)?;
                 if st == StatementType::Explain {
                     plan_check::explain_output(&mut res)?;
                 }
@@ -421,7 +423,10 @@ fn stream_prepared(
     let t = stmt.statement_type();
     for row in param_rows(params) {
         bind(&mut stmt, row)?;
-        plan_check::verify(conn, t, sql, row)?;
+        // A read changes no table (it runs in a READ ONLY transaction, or
+        // is a query on the primary, where a data-changing WITH is
+        // refused): there is nothing to watch.
+        let _read = plan_check::verify(conn, t, sql, row)?;
         let mut res = stmt.execute_streaming()?;
         if t == StatementType::Explain {
             // Checked whole before any row is sent.
@@ -555,8 +560,9 @@ pub(super) fn ddl<T>(
         })
     };
     if let Some(why) = refused {
-        // Also inside a client's transaction: nothing of it may commit.
-        conn.rollback();
+        // Also inside a client's transaction: nothing of it may commit, and
+        // what the client sends next fails until it ends the transaction.
+        conn.rollback_to_failed();
         return Err(EngineError::forbidden(format!(
             "{why} (the statement's transaction was rolled back)"
         )));
@@ -646,8 +652,9 @@ fn collect(
     let t = stmt.statement_type();
     for row in param_rows(params) {
         bind(stmt, row)?;
-        plan_check::verify(conn, t, sql, row)?;
+        let watch = plan_check::verify(conn, t, sql, row)?.watch(conn)?;
         let mut res = stmt.execute_owned()?;
+        watch.check(conn)?;
         changed += res.rows_changed();
         schema.get_or_insert_with(|| res.schema());
         if t == StatementType::Explain {

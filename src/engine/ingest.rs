@@ -15,8 +15,9 @@ use crate::duck::{sql_types, ArrowInserter, Conn};
 use super::capture::{literal, quote};
 use super::catalog::rows;
 use super::changelog::ChangeLog;
-use super::error::{EngineError, EngineResult, ErrorClass};
+use super::error::{EngineError, EngineResult, ErrorClass, BOOKKEEPING_REFUSAL};
 use super::exec::{captured, ddl, Written};
+use super::months::INTERNAL_SCHEMA;
 
 /// What to do when the target table does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,18 @@ pub(super) fn run(
 ) -> EngineResult<Written> {
     if target.table.is_empty() {
         return Err(EngineError::invalid("ingest needs a table name"));
+    }
+    // Appended rows go through no statement the plan check sees: into the
+    // bookkeeping (a shadow table's rows would reach the replicas as
+    // changes) they are refused by name, as DuckDB resolves names: without
+    // regard to case.
+    if !target.temporary
+        && target
+            .schema
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case(INTERNAL_SCHEMA))
+    {
+        return Err(EngineError::forbidden(BOOKKEEPING_REFUSAL));
     }
     let name = target.qualified()?;
     captured(conn, log, txn, |id| {

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::duck::{Conn, DuckErrorKind, Prepared, QueryResult, StatementType};
 
+use super::capture;
 use super::classify::DENIED_FUNCTIONS;
 use super::error::{EngineError, EngineResult};
 use super::exec::{bind, Row};
@@ -45,22 +46,31 @@ pub(super) fn verify(
     t: StatementType,
     sql: &str,
     row: Option<Row<'_>>,
-) -> EngineResult<()> {
-    if t == StatementType::Explain {
-        return Ok(()); // see [`explain_output`]
-    }
+) -> EngineResult<Verdict> {
     // `;SELECT 1` is SELECT 1: empty statements in front hold nothing (a
     // comment in front is not looked into: such a text is refused below).
     let sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+    if t == StatementType::Explain {
+        // Its output is checked too (see [`explain_output`]), but an EXPLAIN
+        // ANALYZE runs its statement: that statement is checked like any.
+        let inner = explained(conn, sql)?;
+        let it = conn.extract(inner)?.prepare(conn, 0)?.statement_type();
+        if it == StatementType::Explain {
+            return Err(EngineError::invalid(
+                "EXPLAIN of an EXPLAIN is not supported",
+            ));
+        }
+        return verify(conn, it, inner, row);
+    }
     let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
     if row.is_none() && conn.is_verified(epoch, sql) {
-        return Ok(());
+        return Ok(Verdict::default());
     }
     // A PRAGMA that DuckDB rewrote into a query of its own (`table_info`,
     // `show_tables`, `database_size`) cannot be explained; its rewrite reads
     // the catalog through a pragma function, never a table by name.
     if t == StatementType::Select && !super::classify::serializable(conn, sql)? {
-        return Ok(());
+        return Ok(Verdict::default());
     }
     // Parsed first: a statement that fails to prepare would abort the
     // client's transaction, a text that fails to parse does not.
@@ -71,7 +81,7 @@ pub(super) fn verify(
         // and reads no table. Anything else that cannot is not run.
         Err(e) if e.kind == DuckErrorKind::Parser => {
             if matches!(t, StatementType::Delete | StatementType::Alter) {
-                return Ok(());
+                return Ok(Verdict::default());
             }
             return Err(EngineError::forbidden(format!(
                 "duckflock could not check what this statement reads (DuckDB cannot EXPLAIN it: {})",
@@ -86,9 +96,11 @@ pub(super) fn verify(
         }
     };
     if t == StatementType::Multi {
-        return verify_multi(conn, &text);
+        verify_multi(conn, &text)?;
+        return Ok(Verdict::default());
     }
     let plans = plans_of(script.prepare(conn, 0)?, row)?;
+    let mut verdict = Verdict::default();
     for p in &plans {
         let tree: Value = serde_json::from_str(p)
             .map_err(|e| EngineError::internal(format!("DuckDB's JSON plan: {e}")))?;
@@ -112,11 +124,118 @@ pub(super) fn verify(
                  RETURNING as a statement of its own (its rows come back the same way)",
             ));
         }
+        verdict.watch |= changes_data(t) && unguarded(&tree);
     }
-    if row.is_none() {
+    if row.is_none() && !verdict.watch {
         conn.set_verified(epoch, sql);
     }
-    Ok(())
+    Ok(verdict)
+}
+
+/// What a statement that passed [`verify`] needs around its execution on
+/// the primary.
+#[must_use = "a write must run inside Verdict::watch"]
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Verdict {
+    /// The statement changes rows that no capture trigger guards (see
+    /// [`unguarded`]): a temporary table's, or a shadow table's.
+    watch: bool,
+}
+
+impl Verdict {
+    /// Starts watching the shadow tables (inside the statement's
+    /// transaction) if the statement could add rows to them.
+    pub(super) fn watch(self, conn: &Conn) -> EngineResult<Watch> {
+        Ok(Watch(if self.watch {
+            Some(capture::shadow_rows(conn)?)
+        } else {
+            None
+        }))
+    }
+}
+
+/// The shadow tables' rows before a statement ran.
+pub(super) struct Watch(Option<u64>);
+
+impl Watch {
+    /// Refuses the statement, and rolls its transaction back (a client's
+    /// too: nothing of it may commit, and it stays failed until the client
+    /// ends it), if it added rows to a shadow table: they would reach the
+    /// replicas as changes the primary never made.
+    pub(super) fn check(self, conn: &Conn) -> EngineResult<()> {
+        let Some(before) = self.0 else {
+            return Ok(());
+        };
+        if capture::shadow_rows(conn)? == before {
+            return Ok(());
+        }
+        conn.rollback_to_failed();
+        Err(EngineError::forbidden(format!(
+            "{}: this statement wrote to one of its capture tables (the statement's \
+             transaction was rolled back)",
+            super::error::BOOKKEEPING_REFUSAL
+        )))
+    }
+}
+
+/// Whether a data-changing statement's plan changes rows that no capture
+/// trigger guards. On a table with triggers DuckDB plans the statement as
+/// a CTE (`__duckdb_trigger_base_…`, under a RETURNING's projection) whose
+/// first child is the statement and whose last holds the trigger bodies,
+/// ending in a query that only reads what they did; without triggers the
+/// statement's own operator is on the main query's path. That path is
+/// followed through each CTE's last child (its consumer) and each
+/// single-child operator, which a client's own WITH cannot fake: naming a
+/// CTE after the triggers' leaves the statement itself at the end of it. (DuckDB
+/// refuses a data-modifying WITH in front of a statement on a table with
+/// triggers, so a guarded statement changes nothing else.)
+fn unguarded(plan: &Value) -> bool {
+    let mut node = match plan {
+        Value::Array(items) if items.len() == 1 => &items[0],
+        other => other,
+    };
+    loop {
+        let name = node.get("name").and_then(Value::as_str).unwrap_or_default();
+        let children = node
+            .get("children")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        node = match children {
+            [.., last] if name == "CTE" => last,
+            // A RETURNING's projection over the statement.
+            [only] if !DML_OPERATORS.contains(&name) => only,
+            _ => break,
+        };
+    }
+    any_operator(node, &DML_OPERATORS)
+}
+
+/// The statement an `EXPLAIN [ANALYZE] [(options)]` explains, as DuckDB's
+/// parser finds it: the longest proper end of the text that parses as one
+/// statement. Nothing in front of it but the EXPLAIN keywords and options
+/// may be cut through, so comments there are refused (one could hide a
+/// statement that ends the parse early).
+fn explained<'s>(conn: &Conn, sql: &'s str) -> EngineResult<&'s str> {
+    const MAX_PREFIX: usize = 256;
+    for (p, _) in sql
+        .char_indices()
+        .skip(1)
+        .take_while(|(p, _)| *p <= MAX_PREFIX)
+    {
+        let prefix = &sql[..p];
+        if prefix.contains("--") || prefix.contains("/*") {
+            break;
+        }
+        let rest = &sql[p..];
+        if conn.extract(rest).is_ok_and(|s| s.len() == 1) {
+            return Ok(rest);
+        }
+    }
+    Err(EngineError::forbidden(
+        "duckflock could not find the statement this EXPLAIN explains: put no comment \
+         between EXPLAIN and its statement",
+    ))
 }
 
 /// A MULTI: DuckDB expands it into several statements, an `ALTER TABLE …
@@ -415,7 +534,7 @@ mod tests {
             (StatementType::Delete, "TRUNCATE t"),
             (StatementType::Select, "SELECT * FROM duckdb_tables()"),
         ] {
-            verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            let _ = verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
         // A data-modifying WITH runs only in front of a captured write.
         for (sql, ok) in [
@@ -461,7 +580,7 @@ mod tests {
         ] {
             let t = conn.prepare(sql).unwrap().statement_type();
             assert_eq!(t == StatementType::Multi, multi, "{sql}: {t:?}");
-            verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql} ({t:?}): {e:?}"));
+            let _ = verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql} ({t:?}): {e:?}"));
             conn.execute_batch(sql).unwrap();
         }
         for sql in [
@@ -480,13 +599,131 @@ mod tests {
             assert!(e.message.contains("IN list"), "{sql}: {e:?}");
         }
         // A remembered verdict is forgotten when the catalog changes.
-        verify(&conn, StatementType::Select, "SELECT * FROM meta", None).unwrap();
+        let _ = verify(&conn, StatementType::Select, "SELECT * FROM meta", None).unwrap();
         conn.execute_batch(&format!(
             "CREATE TEMP VIEW meta AS SELECT * FROM {INTERNAL_SCHEMA}.meta"
         ))
         .unwrap();
         catalog_changed();
         assert!(verify(&conn, StatementType::Select, "SELECT * FROM meta", None).is_err());
+    }
+
+    #[test]
+    fn writes_no_trigger_guards_are_watched_and_refused_if_they_feed_a_shadow() {
+        let (db, _) = setup();
+        let conn = db.connect().unwrap();
+        let s = INTERNAL_SCHEMA;
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA {s};
+             CREATE TABLE {s}.capture (shadow VARCHAR, tbl_schema VARCHAR, tbl_name VARCHAR);
+             INSERT INTO {s}.capture VALUES ('cap_1', 'main', 't');
+             CREATE TABLE {s}.cap_1 (a INTEGER);
+             CREATE TABLE t (a INTEGER);
+             CREATE TEMP TABLE tt (a INTEGER);
+             CREATE TRIGGER ti AFTER INSERT ON t REFERENCING NEW TABLE AS n
+                 FOR EACH STATEMENT INSERT INTO {s}.cap_1 SELECT * FROM n;"
+        ))
+        .unwrap();
+        // (statement, watched, refused once run under the watch)
+        let cases = [
+            ("INSERT INTO t VALUES (1)", false, false),
+            (
+                "INSERT INTO t VALUES (5) RETURNING a + 1 AS b",
+                false,
+                false,
+            ),
+            (
+                "INSERT INTO __duckflock.cap_1 VALUES (9) RETURNING a + 1 AS b",
+                true,
+                true,
+            ),
+            (
+                "WITH m AS MATERIALIZED (SELECT 9 AS a) \
+                 INSERT INTO __duckflock.cap_1 SELECT * FROM m RETURNING *",
+                true,
+                true,
+            ),
+            ("EXPLAIN ANALYZE INSERT INTO t VALUES (2)", false, false),
+            ("INSERT INTO tt VALUES (1)", true, false),
+            ("INSERT INTO tt SELECT * FROM t", true, false),
+            ("EXPLAIN ANALYZE INSERT INTO tt VALUES (3)", true, false),
+            ("INSERT INTO __duckflock.cap_1 VALUES (9)", true, true),
+            (
+                "WITH x AS (INSERT INTO __duckflock.CAP_1 VALUES (9) RETURNING *) \
+                 INSERT INTO tt SELECT * FROM x",
+                true,
+                true,
+            ),
+            // A CTE named like the triggers' is still the client's own.
+            (
+                "WITH __duckdb_trigger_base_1 AS MATERIALIZED (SELECT 9 AS a), \
+                 __duckdb_trigger_body_1_1 AS MATERIALIZED (SELECT 1) \
+                 INSERT INTO __duckflock.cap_1 SELECT * FROM __duckdb_trigger_base_1",
+                true,
+                true,
+            ),
+            (
+                "EXPLAIN ANALYZE INSERT INTO __duckflock.cap_1 VALUES (9)",
+                true,
+                true,
+            ),
+            (
+                "EXPLAIN (ANALYZE, FORMAT json) INSERT INTO __duckflock.cap_1 VALUES (9)",
+                true,
+                true,
+            ),
+        ];
+        let count = || {
+            let mut r = conn
+                .query(&format!("SELECT count(*) FROM {s}.cap_1"))
+                .unwrap();
+            let b = r.next_batch().unwrap().unwrap();
+            texts(&b, 0)[0].parse::<u64>().unwrap()
+        };
+        for (sql, watched, refused) in cases {
+            conn.execute_batch("BEGIN").unwrap();
+            let mut stmt = conn.prepare(sql).unwrap();
+            let t = stmt.statement_type();
+            let verdict = verify(&conn, t, sql, None).unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            assert_eq!(verdict.watch, watched, "{sql}");
+            let before = count();
+            let watch = verdict.watch(&conn).unwrap();
+            stmt.execute().unwrap();
+            let got = watch.check(&conn);
+            assert_eq!(got.is_err(), refused, "{sql}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{sql}");
+                // Rolled back, and a failed transaction left in its place:
+                // nothing of it stays, and nothing runs until it ends.
+                let e = conn.execute_batch("INSERT INTO t VALUES (0)").unwrap_err();
+                assert!(e.message.contains("aborted"), "{sql}: {e:?}");
+                conn.execute_batch("ROLLBACK").unwrap();
+                assert_eq!(count(), before, "{sql}");
+            } else {
+                conn.execute_batch("COMMIT").unwrap();
+            }
+        }
+        // A comment between EXPLAIN and its statement could end the parse
+        // of what is checked early: refused.
+        let sql = "EXPLAIN /* SELECT 1 AS x -- */ ANALYZE INSERT INTO __duckflock.cap_1 VALUES (9)";
+        let t = conn.prepare(sql).unwrap().statement_type();
+        let e = verify(&conn, t, sql, None).unwrap_err();
+        assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{e:?}");
+        // What an EXPLAIN ANALYZE runs is checked before it runs (its output
+        // would come too late for a checkpoint).
+        for sql in [
+            "EXPLAIN ANALYZE SELECT * FROM checkpoint()",
+            "EXPLAIN ANALYZE INSERT INTO t SELECT a FROM __duckflock.cap_1",
+        ] {
+            let e = verify(&conn, StatementType::Explain, sql, None).unwrap_err();
+            assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{sql}");
+        }
+        // Remembered verdicts are for guarded statements only.
+        let sql = "INSERT INTO tt VALUES (4)";
+        for _ in 0..2 {
+            let v = verify(&conn, StatementType::Insert, sql, None).unwrap();
+            assert!(v.watch);
+        }
     }
 
     #[test]
@@ -582,13 +819,13 @@ mod tests {
         assert_eq!(p.concat(), script);
         assert_eq!(p, ["SELECT 1;; -- x;\n;", " SELECT 2 ;"]);
         for piece in &p {
-            verify(&conn, StatementType::Select, piece, None)
+            let _ = verify(&conn, StatementType::Select, piece, None)
                 .unwrap_or_else(|e| panic!("{piece}: {e:?}"));
         }
         // A script may start with empty statements too; behind them the
         // statement is checked, and a comment in front is not looked into.
         for sql in [";SELECT 1", " ;\n ; SELECT 2"] {
-            verify(&conn, StatementType::Select, sql, None)
+            let _ = verify(&conn, StatementType::Select, sql, None)
                 .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
         conn.execute_batch(&format!(

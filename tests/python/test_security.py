@@ -1573,6 +1573,91 @@ def test_shadow_tables_refuse_updates_and_deletes(users_server):
     assert verified["ok"], json.dumps(verified)
 
 
+def test_no_client_statement_or_ingest_adds_rows_to_a_shadow_table(open_server):
+    """Hole: nothing guarded INSERT into a shadow table (a guard trigger
+    cannot: the capture triggers' own inserts cascade into it), and the
+    plan of an INSERT names no target, so a writer could forge change rows
+    that replicas apply as changes the primary never made. A statement no
+    capture trigger guards (into a shadow, or a session's temp table) now
+    runs watched: if it added rows to a shadow it is refused and its
+    transaction rolled back; ingest into the bookkeeping schema is refused.
+    Through ADBC (prepared, statement, update), a data-changing WITH in front
+    of a temp-table insert in a session, EXPLAIN ANALYZE, a per-operation
+    batch, HTTP and ingest: PERMISSION_DENIED / 403, the shadows unchanged,
+    and temp-table inserts still work; the replicas verify identical."""
+    S = open_server
+    m = "2032-03"
+    with S.adbc(month=m) as c:
+        rows(c, "CREATE TABLE feed (i BIGINT)")
+        rows(c, "INSERT INTO feed SELECT range FROM range(5000)")
+    [shadow] = [r["table_name"] for r in S.primary_rows(
+        m, "SELECT t.table_name FROM system.main.duckdb_tables() t "
+           "JOIN system.main.duckdb_columns() c USING (database_name, schema_name, table_name) "
+           "WHERE t.schema_name = '__duckflock' AND starts_with(t.table_name, 'cap_') "
+           "AND c.column_name = 'i'")]
+    # 5,000 forged rows (across DuckDB's 2,048-row vectors) tagged as the
+    # triggers tag theirs: they would ship with the statement's change set.
+    tags = "getvariable('__df_txn'), nextval('__duckflock.stmt'), 1"
+    forged = f"INSERT INTO __duckflock.{shadow} SELECT {tags}, range FROM range(5000)"
+    with_dml = (f"WITH x AS (INSERT INTO __duckflock.{shadow.upper()} SELECT {tags}, 7 RETURNING i) "
+                "INSERT INTO tt SELECT i FROM x")
+    P = Problems()
+    api = S.http()
+    with S.adbc(month=m) as c:
+        for sql in (forged, f"EXPLAIN ANALYZE {forged}", f"EXPLAIN (ANALYZE, FORMAT json) {forged}"):
+            P.adbc(f"prepared {sql}", lambda sql=sql: rows(c, sql), UNAUTHORIZED, "bookkeeping")
+            P.adbc(f"statement {sql}", lambda sql=sql: statement(c, sql), UNAUTHORIZED)
+            P.adbc(f"update {sql}", lambda sql=sql: statement(c, sql, update=True), UNAUTHORIZED)
+            P.http(f"HTTP modify {sql}", api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
+        P.adbc("with parameters", lambda: rows(
+            c, f"INSERT INTO __duckflock.{shadow} SELECT {tags}, ?", (7,)), UNAUTHORIZED)
+        P.adbc("comment inside EXPLAIN", lambda: rows(
+            c, f"EXPLAIN /* SELECT 1 AS x -- */ ANALYZE {forged}"), UNAUTHORIZED)
+        cur = c.cursor()
+        P.adbc("ingest into the bookkeeping schema", lambda: cur.adbc_ingest(
+            shadow, pa.table({"__txn": [1], "__stmt": [1], "__op": pa.array([1], pa.int8()),
+                                   "i": [7]}), mode="append", db_schema_name="__duckflock"),
+            UNAUTHORIZED, "bookkeeping")
+        cur.close()
+    report = S.flight().action("execute_batch", {
+        "sql": f"INSERT INTO __duckflock.{shadow} SELECT {tags}, ?", "params": [[1], [2]], "month": m})
+    assert report["failed"] == 2 and report["succeeded"] == 0, report
+    # In a transaction (its own connection): its temp table takes rows
+    # (watched, nothing forged); a data-changing WITH in front of an insert
+    # into it feeds the shadow: refused, and the transaction rolled back.
+    with S.adbc(month=m, autocommit=False) as c:
+        rows(c, "CREATE TEMP TABLE tt (i BIGINT)")
+        rows(c, "INSERT INTO tt SELECT range FROM range(3000)")
+        rows(c, "INSERT INTO feed SELECT i FROM tt WHERE i < 10")
+        assert rows(c, "SELECT count(*) AS n FROM tt") == [{"n": 3000}]
+        c.commit()
+    with S.adbc(month=m, autocommit=False) as c:
+        rows(c, "CREATE TEMP TABLE tt (i BIGINT)")
+        rows(c, "INSERT INTO feed VALUES (-1)")
+        P.adbc("a data-changing WITH in a transaction", lambda: rows(c, with_dml), UNAUTHORIZED,
+               "bookkeeping")
+        # Rolled back, it stays failed: a write sent next must not commit on
+        # its own (uncaptured, so never on a replica).
+        P.adbc("a write after the refusal", lambda: rows(c, "INSERT INTO feed VALUES (-2)"),
+               adbc_driver_manager.AdbcStatusCode.UNKNOWN,  # gRPC ABORTED
+               "Current transaction is aborted")
+        try:
+            c.commit()
+        except adbc_driver_manager.Error:
+            pass
+    P.check()
+    # Had a forged row shipped, the replicas would hold it in feed.
+    S.sync(m)
+    f = S.flight()
+    want = S.primary_rows(m, "SELECT count(*) AS n, sum(i) AS s FROM feed")
+    assert want == [{"n": 5010, "s": sum(range(5000)) + sum(range(10))}], want
+    for _ in range(6):
+        t, node = f.query("SELECT count(*) AS n, sum(i) AS s FROM feed", month=m)
+        assert t.to_pylist() == want, node
+    v = f.action("verify_replicas", {"month": m})["months"][0]
+    assert v["ok"], v
+
+
 def test_read_only_pragmas_answer_like_duckdb(users_server):
     """PRAGMA table_info, show_tables, database_size and duckdb_settings()
     stay allowed for every role and answer what in-process DuckDB answers
@@ -1908,6 +1993,18 @@ def test_client_triggers_are_refused(open_server):
                    "CREATE TRIGGER is not allowed")
             P.http(f"HTTP modify {sql}",
                    api.post("/api/v1/modify/async", {"exec": sql, "month": m}), 403)
+    # Refused inside a transaction, the transaction stays failed: the write
+    # sent next does not commit on its own, outside the capture.
+    with S.adbc(month=m, autocommit=False) as c:
+        rows(c, "INSERT INTO audit VALUES (-1)")
+        P.adbc("a trigger in a transaction", lambda: rows(c, CLIENT_TRIGGERS[0]), UNAUTHORIZED,
+               "CREATE TRIGGER is not allowed")
+        P.adbc("a write after the refused trigger", lambda: rows(c, "INSERT INTO audit VALUES (-2)"),
+               adbc_driver_manager.AdbcStatusCode.UNKNOWN, "Current transaction is aborted")
+        try:
+            c.commit()
+        except adbc_driver_manager.Error:
+            pass
     # A temporary trigger may stay: DuckDB confines it to the session's own
     # temporary tables.
     with S.adbc(month=m, autocommit=False) as c:
