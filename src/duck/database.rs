@@ -242,6 +242,7 @@ impl Database {
             raw,
             _db: Arc::clone(self),
             spent: std::cell::Cell::new(false),
+            open_txn: std::cell::Cell::new(None),
             kept: Default::default(),
             verified: Default::default(),
             name: Default::default(),
@@ -264,6 +265,9 @@ pub struct Conn {
     /// Holds state of the client that used it (temp objects): never to be
     /// handed to another client.
     spent: std::cell::Cell<bool>,
+    /// The id its owner gave the transaction it opened on this connection
+    /// with a client's SQL `BEGIN` (see [`Conn::open_txn`]).
+    open_txn: std::cell::Cell<Option<u64>>,
     /// `current_database()`, asked once.
     name: std::cell::OnceCell<String>,
     /// The server's own statements, prepared once on this connection.
@@ -285,6 +289,16 @@ impl Conn {
     /// Marks the connection as holding its client's state (a DDL statement
     /// ran on it, which may have made temporary objects): a pool must close
     /// it instead of handing it to the next client.
+    /// The id of the transaction a client's SQL `BEGIN` opened on this
+    /// connection (a session's), until its COMMIT or ROLLBACK.
+    pub fn open_txn(&self) -> Option<u64> {
+        self.open_txn.get()
+    }
+
+    pub fn set_open_txn(&self, id: Option<u64>) {
+        self.open_txn.set(id);
+    }
+
     pub fn mark_spent(&self) {
         self.spent.set(true);
     }

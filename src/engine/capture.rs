@@ -279,8 +279,20 @@ pub(super) fn shadow_rows(conn: &Conn) -> EngineResult<u64> {
 
 /// Starts a captured write transaction on a primary connection.
 pub fn begin(conn: &Conn, log: &ChangeLog) -> EngineResult<u64> {
+    begin_with(conn, log, || {
+        conn.cached("BEGIN TRANSACTION", &[])?;
+        Ok(())
+    })
+}
+
+/// [`begin`], the transaction opened by `open` (a client's own `BEGIN`).
+pub fn begin_with(
+    conn: &Conn,
+    log: &ChangeLog,
+    open: impl FnOnce() -> EngineResult<()>,
+) -> EngineResult<u64> {
     let txn = log.new_txn();
-    conn.cached("BEGIN TRANSACTION", &[])?;
+    open()?;
     if let Err(e) = conn.cached(
         &format!("SET VARIABLE {TXN_VAR} = $1"),
         &[Param::Int(txn as i64)],

@@ -200,7 +200,7 @@ pub fn refuse(kind: StatementKind) -> Option<EngineError> {
     match kind {
         StatementKind::Forbidden(why) => Some(EngineError::forbidden(why)),
         StatementKind::Transaction => Some(EngineError::invalid(
-            "BEGIN/COMMIT/ROLLBACK in SQL are not supported: use Flight SQL transactions (BeginTransaction/EndTransaction, e.g. ADBC autocommit=False)",
+            "BEGIN/COMMIT/ROLLBACK in SQL run only in a Flight SQL session, each sent as a statement of its own (ADBC: adbc.flight.sql.rpc.with_cookie_middleware=true keeps the session); otherwise use Flight SQL transactions (BeginTransaction/EndTransaction, e.g. ADBC autocommit=False)",
         )),
         _ => None,
     }

@@ -27,23 +27,120 @@ pub enum Mode {
     ReadOnly,
     /// The month's primary: reads stream; writes are captured into the
     /// change log. `txn` is the capture id of the enclosing Flight SQL
-    /// transaction (`None`: each call commits on its own).
+    /// transaction (`None`: each call commits on its own, unless a SQL
+    /// `BEGIN` opened one on a session's connection). `session`: the
+    /// connection is a Flight SQL session's own, where SQL `BEGIN`,
+    /// `COMMIT` and `ROLLBACK` run ([`session_transaction`]).
     Primary {
         log: Arc<ChangeLog>,
         txn: Option<u64>,
+        session: bool,
     },
 }
 
 impl Mode {
-    /// The change log and enclosing transaction of a primary connection;
-    /// writes refuse any other node.
-    pub fn primary(&self) -> EngineResult<(&ChangeLog, Option<u64>)> {
+    /// The change log and enclosing transaction of a primary connection
+    /// `conn` (a Flight SQL transaction's, or one a SQL `BEGIN` opened on
+    /// it); writes refuse any other node.
+    pub fn primary(&self, conn: &Conn) -> EngineResult<(&ChangeLog, Option<u64>)> {
         match self {
-            Mode::Primary { log, txn } => Ok((log, *txn)),
+            Mode::Primary { log, txn, .. } => Ok((log, txn.or_else(|| conn.open_txn()))),
             Mode::ReadOnly => Err(EngineError::new(
                 ErrorClass::FailedPrecondition,
                 "this node is read-only",
             )),
+        }
+    }
+}
+
+/// A SQL `BEGIN`, `COMMIT` or `ROLLBACK` sent alone on a Flight SQL
+/// session's connection: it opens, commits (with its change set: the LSN
+/// comes back) or rolls back a captured transaction that the session's
+/// later statements run in, as in a Flight SQL transaction. `None`: `sql`
+/// is something else, or the connection is no session's (where such a
+/// statement is refused by [`check`]).
+pub fn session_transaction(conn: &Conn, sql: &str, mode: &Mode) -> EngineResult<Option<Written>> {
+    let Mode::Primary {
+        log,
+        txn: None,
+        session: true,
+    } = mode
+    else {
+        return Ok(None);
+    };
+    let script = conn.extract(sql)?;
+    if script.len() != 1 || script.prepare(conn, 0)?.statement_type() != StatementType::Transaction
+    {
+        return Ok(None);
+    }
+    let lsn = match (transaction_statement(conn, sql)?, conn.open_txn()) {
+        (TxnStatement::Begin, None) => {
+            let id = capture::begin_with(conn, log, || Ok(conn.execute_batch(sql)?))?;
+            conn.set_open_txn(Some(id));
+            None
+        }
+        (TxnStatement::Begin, Some(_)) => {
+            return Err(EngineError::invalid(
+                "TransactionContext Error: cannot start a transaction within a transaction \
+                 (this session's is open: COMMIT or ROLLBACK it first)",
+            ))
+        }
+        (TxnStatement::Commit, Some(id)) => {
+            conn.set_open_txn(None);
+            let committed = capture::commit(conn, id, log);
+            if committed.is_err() {
+                conn.rollback();
+            }
+            committed?
+        }
+        (TxnStatement::Rollback, Some(_)) => {
+            conn.set_open_txn(None);
+            conn.rollback();
+            None
+        }
+        (_, None) => {
+            return Err(EngineError::invalid(
+                "TransactionContext Error: no transaction is active in this session",
+            ))
+        }
+    };
+    Ok(Some(Written {
+        schema: Arc::new(Schema::empty()),
+        batches: Vec::new(),
+        changed: 0,
+        lsn,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnStatement {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// What a statement of DuckDB's TRANSACTION type does, as DuckDB shows it
+/// (its prepared type says only TRANSACTION): run on a connection of its
+/// own inside a transaction that made a temporary table, a BEGIN fails
+/// (already in one), a COMMIT keeps the table and a ROLLBACK drops it.
+fn transaction_statement(conn: &Conn, sql: &str) -> EngineResult<TxnStatement> {
+    let probe = conn.sibling()?;
+    probe.execute_batch("BEGIN TRANSACTION; CREATE TEMP TABLE __df_probe (x INTEGER)")?;
+    match probe.execute_batch(sql) {
+        Err(e) if e.kind == crate::duck::DuckErrorKind::Transaction => Ok(TxnStatement::Begin),
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            let kept = super::catalog::rows(
+                &probe,
+                "SELECT count(*) FROM system.main.duckdb_tables() \
+                 WHERE temporary AND table_name = '__df_probe'",
+            )?;
+            let kept = kept.first().and_then(|r| r.first().cloned().flatten());
+            Ok(if kept.as_deref() == Some("1") {
+                TxnStatement::Commit
+            } else {
+                TxnStatement::Rollback
+            })
         }
     }
 }
@@ -370,7 +467,14 @@ fn run_on(
             conn.rollback();
             out.map_err(wrong_node)
         }
-        Mode::Primary { log, txn } => {
+        Mode::Primary { log, txn, .. } => {
+            if let Some(w) = session_transaction(conn, sql, mode)? {
+                if let Some(s) = schema_tx.take() {
+                    let _ = s.send(Ok((w.schema, w.lsn)));
+                }
+                return Ok(());
+            }
+            let txn = txn.or_else(|| conn.open_txn());
             let script = conn.extract(sql)?;
             if script.len() == 1 {
                 let stmt = script
@@ -381,7 +485,7 @@ fn run_on(
                     return stream_prepared(conn, sql, stmt, params, deadline, schema_tx, tx);
                 }
             }
-            let w = write(conn, sql, params, log, *txn, Results::Rows)?;
+            let w = write(conn, sql, params, log, txn, Results::Rows)?;
             if let Some(s) = schema_tx.take() {
                 let _ = s.send(Ok((w.schema, w.lsn)));
             }
@@ -597,44 +701,52 @@ fn run_statements(
     let script = conn.extract(sql)?;
     let n = script.len();
     if n == 1 {
-        let mut stmt = script.prepare(conn, 0)?;
-        let st = stmt.statement_type();
-        check(conn, st, sql)?;
-        if is_ddl(st) {
-            if !params.is_empty() {
-                return Err(EngineError::invalid("DDL takes no parameters"));
-            }
-            let creates = st == StatementType::Create;
-            let mut w = ddl(conn, txn, sql, creates, || {
-                collect(conn, sql, &mut stmt, &[], Results::Count)
-            })?;
-            w.changed = 0;
-            return Ok(w);
-        }
-        return collect(conn, sql, &mut stmt, params, results);
+        let stmt = script.prepare(conn, 0)?;
+        return run_one(conn, sql, stmt, params, txn, results);
     }
-    // A script: each statement runs, and is checked, as its own text; the
-    // parameters go to the last.
+    // A script: each statement runs, and is checked, as its own text (a
+    // DDL statement is captured as its own text too, so replicas replay it
+    // in order with the rows around it); the parameters go to the last.
+    // Each piece is prepared only once the ones before it ran: it may use
+    // what they made.
     let pieces = plan_check::pieces(conn, sql, n)?;
     for (i, piece) in pieces.iter().enumerate() {
-        let one = conn.extract(piece)?;
-        let mut stmt = one.prepare(conn, 0)?;
-        let st = stmt.statement_type();
-        check(conn, st, piece)?;
-        if is_ddl(st) {
-            return Err(EngineError::invalid(
-                "DDL must be sent as a statement of its own (not inside a multi-statement script), so that replicas can replay it",
-            ));
-        }
+        let stmt = conn.extract(piece)?.prepare(conn, 0)?;
         if i + 1 < n {
-            collect(conn, piece, &mut stmt, &[], Results::Count)?;
+            run_one(conn, piece, stmt, &[], txn, Results::Count)?;
             continue;
         }
-        return collect(conn, piece, &mut stmt, params, results);
+        return run_one(conn, piece, stmt, params, txn, results);
     }
     Err(EngineError::invalid(
         "Parser Error: no statement to execute",
     ))
+}
+
+/// Runs one prepared statement of a write (DDL captured as such) in
+/// captured transaction `txn`.
+fn run_one(
+    conn: &Conn,
+    sql: &str,
+    mut stmt: Prepared<'_>,
+    params: &[RecordBatch],
+    txn: u64,
+    results: Results,
+) -> EngineResult<Written> {
+    let st = stmt.statement_type();
+    check(conn, st, sql)?;
+    if !is_ddl(st) {
+        return collect(conn, sql, &mut stmt, params, results);
+    }
+    if !params.is_empty() {
+        return Err(EngineError::invalid("DDL takes no parameters"));
+    }
+    let creates = st == StatementType::Create;
+    let mut w = ddl(conn, txn, sql, creates, || {
+        collect(conn, sql, &mut stmt, &[], Results::Count)
+    })?;
+    w.changed = 0;
+    Ok(w)
 }
 
 /// Executes a statement once per parameter row, collecting its count and,
@@ -722,7 +834,13 @@ pub fn run_update_with_ids(
     mode: &Mode,
     limit: usize,
 ) -> EngineResult<WithIds> {
-    let (log, txn) = mode.primary()?;
+    if let Some(written) = session_transaction(conn, sql, mode)? {
+        return Ok(WithIds {
+            written,
+            ids: Vec::new(),
+        });
+    }
+    let (log, txn) = mode.primary(conn)?;
     captured(conn, log, txn, |id| {
         let written = run_statements(conn, sql, params, id, Results::Count)?;
         let ids = if written.changed > 0 {
@@ -743,6 +861,9 @@ pub fn run_update(
     mode: &Mode,
     results: Results,
 ) -> EngineResult<Written> {
-    let (log, txn) = mode.primary()?;
+    if let Some(w) = session_transaction(conn, sql, mode)? {
+        return Ok(w);
+    }
+    let (log, txn) = mode.primary(conn)?;
     write(conn, sql, params, log, txn, results)
 }

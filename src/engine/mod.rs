@@ -458,6 +458,7 @@ impl Engine {
                 mode: Mode::Primary {
                     log: Arc::clone(&m.log),
                     txn: Some(capture_id),
+                    session: false,
                 },
                 node: format!("{txn_month}/node_0"),
                 month: Some(m),
@@ -496,6 +497,7 @@ impl Engine {
         let primary_mode = Mode::Primary {
             log: Arc::clone(&month_obj.log),
             txn: None,
+            session: false,
         };
         if let Some(sid) = &ctx.session {
             let conn = {
@@ -521,7 +523,11 @@ impl Engine {
             if let Some(conn) = conn {
                 return Ok(Routed {
                     lease: Lease::Shared(conn, Arc::clone(month_obj.primary())),
-                    mode: primary_mode,
+                    mode: Mode::Primary {
+                        log: Arc::clone(&month_obj.log),
+                        txn: None,
+                        session: true,
+                    },
                     node: primary,
                     month: Some(month_obj),
                 });
@@ -925,7 +931,7 @@ impl Engine {
         let (name, cols) = (table.clone(), columns.clone());
         let (created, _, token) = self
             .run_to_end(ctx, None, move |conn, mode| {
-                let (log, txn) = mode.primary()?;
+                let (log, txn) = mode.primary(conn)?;
                 exec::captured(conn, log, txn, |id| {
                     let generated_id = tables::create(conn, id, &schema, &name, &cols)?;
                     Ok(Created {
@@ -964,7 +970,7 @@ impl Engine {
         let owned = sql.to_string();
         let (each, _, token) = self
             .run_to_end(ctx, Some(sql), move |conn, mode| {
-                exec::run_each(conn, &owned, &params, mode.primary()?.0)
+                exec::run_each(conn, &owned, &params, mode.primary(conn)?.0)
             })
             .await?;
         Ok((each.report, token))
@@ -987,7 +993,7 @@ impl Engine {
         }
         let (w, _, token) = self
             .run_to_end(ctx, None, move |conn, mode| {
-                let (log, txn) = mode.primary()?;
+                let (log, txn) = mode.primary(conn)?;
                 ingest::run(conn, &target, &schema, &mut batches, log, txn)
             })
             .await?;

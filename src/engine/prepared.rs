@@ -38,6 +38,9 @@ impl Engine {
             .await?
             .lease;
         let sql_owned = sql.to_string();
+        // A SQL BEGIN/COMMIT/ROLLBACK runs on a session's connection (see
+        // [`exec::session_transaction`]); elsewhere it is refused here.
+        let in_session = ctx.session.is_some() && ctx.transaction.is_none();
         let (kind, dataset_schema, parameter_schema) = blocking(move || {
             lease.with(|conn| {
                 let script = conn.extract(&sql_owned)?;
@@ -50,7 +53,12 @@ impl Engine {
                 let stmt = script
                     .prepare(conn, 0)
                     .map_err(|e| exec::explain_capture_error(e.into()))?;
-                let kind = classify::check(conn, stmt.statement_type(), &sql_owned)?;
+                let t = stmt.statement_type();
+                if in_session && t == crate::duck::StatementType::Transaction {
+                    let empty: SchemaRef = Arc::new(arrow::datatypes::Schema::empty());
+                    return Ok((StatementKind::Transaction, Arc::clone(&empty), empty));
+                }
+                let kind = classify::check(conn, t, &sql_owned)?;
                 Ok((kind, stmt.result_schema()?, stmt.parameter_schema()?))
             })
         })

@@ -466,6 +466,158 @@ def test_queries_that_change_data_are_refused_and_writes_with_them_replicate(tmp
     assert compare_month(os.path.join(data, MONTH), 3) == []
 
 
+MIGRATION = """
+CREATE TABLE acct (id BIGINT PRIMARY KEY, owner VARCHAR, balance DECIMAL(18,2));
+INSERT INTO acct SELECT range, 'o' || (range % 97), range / 100 FROM range(130000);
+CREATE SEQUENCE ev_seq START 10;
+CREATE TABLE ev (id BIGINT DEFAULT nextval('ev_seq'), acct BIGINT, amount DECIMAL(18,2));
+INSERT INTO ev (acct, amount) SELECT id, balance FROM acct WHERE id % 3 = 0;
+ALTER TABLE acct ADD COLUMN tier VARCHAR DEFAULT 'basic';
+UPDATE acct SET tier = 'gold' WHERE balance > 1000;
+CREATE VIEW rich AS SELECT owner, sum(balance) AS total FROM acct WHERE tier = 'gold' GROUP BY owner;
+DELETE FROM acct WHERE id >= 125000;
+ALTER TABLE ev RENAME COLUMN amount TO amt;
+CREATE INDEX ev_acct ON ev (acct);
+-- a comment; and an empty statement
+;
+SELECT count(*) AS n, sum(balance) AS b FROM acct
+"""
+
+# What the migration left, as one row per table or view: the same text in
+# duckflock (replicas and primary) and in-process DuckDB.
+MIGRATION_STATE = {
+    "acct": "SELECT count(*) AS n, sum(hash(id, owner, balance, tier)) AS h FROM acct",
+    "ev": "SELECT count(*) AS n, sum(hash(id, acct, amt)) AS h FROM ev",
+    "rich": "SELECT count(*) AS n, sum(hash(owner, total)) AS h FROM rich",
+}
+
+
+def test_scripts_with_ddl_run_and_replicate_like_duckdb(tmp_path):
+    """DDL inside a multi-statement script (a migration: tables, a
+    sequence, ALTERs with a default, a view, an index, a rename, between
+    DML of 130,000 rows: across vectors and a row group) runs, as one
+    transaction, through Flight SQL and HTTP, and ends as in-process DuckDB
+    ends the same script; every replica converges. A failing statement
+    rolls the whole script back, its DDL too, on every node."""
+    ref = duckdb.connect()
+    want_last = ref.execute(MIGRATION).fetchall()
+    want = {k: ref.execute(q).fetchall() for k, q in MIGRATION_STATE.items()}
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", "3")
+    try:
+        c = Client(uri)
+        t, _ = c.query(MIGRATION, month=MONTH)
+        assert [tuple(r.values()) for r in t.to_pylist()] == want_last
+        # A script that fails half way leaves nothing, its CREATE neither.
+        try:
+            c.update("CREATE TABLE half (i INTEGER); INSERT INTO half VALUES (1); "
+                     "INSERT INTO half VALUES ('not a number')", month=MONTH)
+            raise AssertionError("the failing script succeeded")
+        except AssertionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - checked
+            assert "Conversion Error" in str(e), e
+        # The HTTP gateway runs scripts the same way.
+        status, body = post(proc, "/api/v1/modify/async", {
+            "exec": "CREATE TABLE h1 (i INTEGER); INSERT INTO h1 SELECT range FROM range(3000)",
+            "month": MONTH})
+        assert status == 200, body
+        n, token = c.update("CREATE TABLE h2 AS SELECT * FROM h1; DROP TABLE h1", month=MONTH)
+        sync(uri)
+        for _ in range(6):
+            for k, q in MIGRATION_STATE.items():
+                t, node = c.query(q, month=MONTH, token=token)
+                assert [tuple(r.values()) for r in t.to_pylist()] == want[k], (k, node)
+            t, node = c.query(
+                "SELECT (SELECT count(*) FROM h2) AS h2, (SELECT count(*) FROM duckdb_tables() "
+                "WHERE table_name IN ('h1', 'half')) AS gone", month=MONTH, token=token)
+            assert t.to_pylist() == [{"h2": 3000, "gone": 0}], node
+        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
+        assert v["ok"], v
+        c.close()
+    finally:
+        stop(proc)
+    assert compare_month(os.path.join(data, MONTH), 3) == []
+
+
+SESSION = {"adbc.flight.sql.rpc.with_cookie_middleware": "true"}
+
+
+def test_sql_transactions_in_a_session_replicate_like_duckdb(tmp_path):
+    """SQL BEGIN / COMMIT / ROLLBACK sent by a client in a Flight SQL
+    session (the ADBC Go driver with its cookie middleware, as prepared
+    statements) open, commit and roll back a captured transaction on the
+    session's connection: its writes (130,000 rows: across vectors and a row
+    group; an UPDATE and a DELETE of a row group and more; DDL) are seen
+    inside it, by no one else before COMMIT, and after it on every replica,
+    with the same result as in-process DuckDB running the same statements;
+    a ROLLBACK leaves nothing. Outside a session, and inside a script, they
+    are refused with a message saying where they run."""
+    steps = [
+        "CREATE TABLE acc (id BIGINT, v BIGINT)",
+        "BEGIN",
+        "INSERT INTO acc SELECT range, range FROM range(130000)",
+        "UPDATE acc SET v = v + 1 WHERE id < 125000",
+        "DELETE FROM acc WHERE id % 10 = 0",
+        "CREATE TABLE made_inside AS SELECT 7 AS i",
+        "COMMIT",
+        "BEGIN TRANSACTION",
+        "DELETE FROM acc WHERE id < 123000",
+        "INSERT INTO made_inside VALUES (8)",
+        "ROLLBACK",
+    ]
+    final = "SELECT (SELECT count(*) FROM acc) AS n, (SELECT sum(v) FROM acc) AS s, " \
+            "(SELECT sum(i) FROM made_inside) AS m"
+    ref = duckdb.connect()
+    for sql in steps:
+        ref.execute(sql)
+    want = [dict(zip(("n", "s", "m"), ref.execute(final).fetchone()))]
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", "3")
+    try:
+        c = Client(uri)
+        with flight_sql.connect(uri, autocommit=True, db_kwargs=SESSION) as conn:
+            conn.adbc_current_catalog = MONTH
+            cur = conn.cursor()
+            for sql in steps:
+                cur.execute(sql)
+                if sql == "DELETE FROM acc WHERE id % 10 = 0":
+                    # Inside: its own writes; outside: nothing yet.
+                    cur.execute("SELECT count(*) FROM acc")
+                    assert cur.fetchall() == [(117000,)]
+                    t, node = c.query("SELECT count(*) AS n FROM acc", month=MONTH)
+                    assert t.to_pylist() == [{"n": 0}], node
+            cur.execute(final)
+            assert [dict(zip(("n", "s", "m"), r)) for r in cur.fetchall()] == want
+            # DuckDB's own refusals, in DuckDB's words.
+            for sql, why in [("COMMIT", "no transaction is active"),
+                             ("ROLLBACK", "no transaction is active")]:
+                with pytest.raises(Exception, match=why):
+                    cur.execute(sql)
+            cur.execute("BEGIN")
+            with pytest.raises(Exception, match="within a transaction"):
+                cur.execute("BEGIN")
+            cur.execute("ROLLBACK")
+            with pytest.raises(Exception, match="in a Flight SQL session"):
+                cur.execute("BEGIN; INSERT INTO acc VALUES (-1, -1); COMMIT")
+            cur.close()
+        with adbc(uri) as conn:
+            cur = conn.cursor()
+            with pytest.raises(Exception, match="in a Flight SQL session"):
+                cur.execute("BEGIN")
+            cur.close()
+        sync(uri)
+        for _ in range(6):
+            t, node = c.query(final, month=MONTH)
+            assert t.to_pylist() == want, node
+        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
+        assert v["ok"], v
+        c.close()
+    finally:
+        stop(proc)
+    assert compare_month(os.path.join(data, MONTH), 3) == []
+
+
 def test_reads_are_spread_over_every_replica(tmp_path):
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", str(REPLICAS))
