@@ -618,6 +618,51 @@ def test_sql_transactions_in_a_session_replicate_like_duckdb(tmp_path):
     assert compare_month(os.path.join(data, MONTH), 3) == []
 
 
+UPSERTS_THAT_INSERT = [
+    "INSERT OR IGNORE INTO k SELECT range, 'b' FROM range(3000, 130000)",
+    "INSERT INTO k SELECT range, 'c' FROM range(128000, 140000) ON CONFLICT DO NOTHING",
+    "INSERT INTO k SELECT range, 'd' FROM range(139000, 141000) ON CONFLICT (id) DO NOTHING",
+]
+
+
+def test_upserts_that_only_insert_replicate_like_duckdb(tmp_path):
+    """INSERT OR IGNORE and ON CONFLICT DO NOTHING (conflicts across
+    vectors, 127,000 new rows: across a row group) insert what in-process
+    DuckDB inserts, and every replica gets exactly those rows; upserts that
+    update (OR REPLACE, DO UPDATE, MERGE) are refused with DuckDB's reason
+    and what to do instead, changing nothing."""
+    ref = duckdb.connect()
+    ref.execute("CREATE TABLE k (id BIGINT PRIMARY KEY, v VARCHAR)")
+    ref.execute("INSERT INTO k SELECT range, 'a' FROM range(5000)")
+    counts = [ref.execute(sql).fetchall()[0][0] for sql in UPSERTS_THAT_INSERT]
+    q = "SELECT count(*) AS n, sum(hash(id, v)) AS h FROM k"
+    want = [dict(zip(("n", "h"), ref.execute(q).fetchone()))]
+    data = str(tmp_path / "data")
+    proc, uri = start_server(data, "--replicas", "3")
+    try:
+        c = Client(uri)
+        c.update("CREATE TABLE k (id BIGINT PRIMARY KEY, v VARCHAR)", month=MONTH)
+        c.update("INSERT INTO k SELECT range, 'a' FROM range(5000)", month=MONTH)
+        got = [c.update(sql, month=MONTH)[0] for sql in UPSERTS_THAT_INSERT]
+        assert got == counts
+        for sql in ["INSERT OR REPLACE INTO k VALUES (1, 'r')",
+                    "INSERT INTO k VALUES (2, 'u') ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+                    "MERGE INTO k USING (SELECT 3 AS id) s ON k.id = s.id "
+                    "WHEN MATCHED THEN UPDATE SET v = 'm'"]:
+            with pytest.raises(Exception, match="use UPDATE, or DELETE then INSERT"):
+                c.update(sql, month=MONTH)
+        sync(uri)
+        for _ in range(6):
+            t, node = c.query(q, month=MONTH)
+            assert t.to_pylist() == want, node
+        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
+        assert v["ok"], v
+        c.close()
+    finally:
+        stop(proc)
+    assert compare_month(os.path.join(data, MONTH), 3) == []
+
+
 def test_reads_are_spread_over_every_replica(tmp_path):
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", str(REPLICAS))
