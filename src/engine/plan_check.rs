@@ -63,7 +63,8 @@ pub(super) fn verify(
         return verify(conn, it, inner, row);
     }
     let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
-    if row.is_none() && conn.is_verified(epoch, sql) {
+    // Only texts whose plan no parameter value can change are remembered.
+    if conn.is_verified(epoch, sql) {
         return Ok(Verdict::default());
     }
     // A PRAGMA that DuckDB rewrote into a query of its own (`table_info`,
@@ -99,7 +100,9 @@ pub(super) fn verify(
         verify_multi(conn, &text)?;
         return Ok(Verdict::default());
     }
-    let plans = plans_of(script.prepare(conn, 0)?, row)?;
+    let explain = script.prepare(conn, 0)?;
+    let fixed = row.is_none() || bound_without_values(&explain)?;
+    let plans = plans_of(explain, row)?;
     let mut verdict = Verdict::default();
     for p in &plans {
         let tree: Value = serde_json::from_str(p)
@@ -126,10 +129,26 @@ pub(super) fn verify(
         }
         verdict.watch |= changes_data(t) && unguarded(&tree);
     }
-    if row.is_none() && !verdict.watch {
+    if fixed && !verdict.watch {
         conn.set_verified(epoch, sql);
     }
     Ok(verdict)
+}
+
+/// Whether DuckDB bound `stmt` whole without its parameters' values, so
+/// that every value runs the same plan and reads the same tables. A
+/// parameter in a place DuckDB needs a constant at bind time (the table of
+/// `query_table(?)`, the file of `read_csv(?)`, a table macro's argument)
+/// leaves the statement to be bound again with the values, and that
+/// parameter's type unresolved: then each run is checked with its values.
+/// (An `executemany` of 100,000 rows would otherwise plan its EXPLAIN
+/// 100,000 times.)
+fn bound_without_values(stmt: &Prepared<'_>) -> EngineResult<bool> {
+    Ok(stmt
+        .parameter_schema()?
+        .fields()
+        .iter()
+        .all(|f| f.data_type() != &arrow::datatypes::DataType::Null))
 }
 
 /// What a statement that passed [`verify`] needs around its execution on
@@ -718,6 +737,27 @@ mod tests {
             let e = verify(&conn, StatementType::Explain, sql, None).unwrap_err();
             assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{sql}");
         }
+        // A parameter DuckDB binds without its value: the verdict is kept
+        // for the text; one that names what is read: each run is checked.
+        let p = RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new("0", arrow::datatypes::DataType::Utf8, true),
+            ])),
+            vec![std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                "t",
+                "__duckflock.cap_1",
+            ]))],
+        )
+        .unwrap();
+        let sql = "INSERT INTO t SELECT a FROM t WHERE CAST(a AS VARCHAR) = ?";
+        let _ = verify(&conn, StatementType::Insert, sql, Some((&p, 0))).unwrap();
+        let epoch = CATALOG_EPOCH.load(Ordering::SeqCst);
+        assert!(conn.is_verified(epoch, sql));
+        let sql = "INSERT INTO t SELECT a FROM query_table(?)";
+        let _ = verify(&conn, StatementType::Insert, sql, Some((&p, 0))).unwrap();
+        assert!(!conn.is_verified(epoch, sql));
+        let e = verify(&conn, StatementType::Insert, sql, Some((&p, 1))).unwrap_err();
+        assert_eq!(e.class, super::super::ErrorClass::PermissionDenied, "{e:?}");
         // Remembered verdicts are for guarded statements only.
         let sql = "INSERT INTO tt VALUES (4)";
         for _ in 0..2 {
