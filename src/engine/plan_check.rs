@@ -11,10 +11,11 @@
 //! the connection that runs it, and refuses the statement when the plan reads
 //! the bookkeeping schema or calls a denied table function.
 //!
-//! A verdict without parameters is remembered per connection until any DDL
-//! (a client's, or one a replica replays) may have changed what a name means;
-//! with parameters (which can name what `query_table(?)` reads) each run is
-//! checked. `EXPLAIN` itself cannot be explained: its output, the plan, is
+//! A verdict is remembered per connection until any DDL (a client's, or one a
+//! replica replays) may have changed what a name means, for a text without
+//! parameters or one DuckDB bound without their values; a parameter that can
+//! name what is read (`query_table(?)`) leaves its type unresolved, and then
+//! each run is checked. `EXPLAIN` itself cannot be explained: its output, the plan, is
 //! checked instead, before it reaches the client or commits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
