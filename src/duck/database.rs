@@ -286,9 +286,6 @@ impl Conn {
         self.raw
     }
 
-    /// Marks the connection as holding its client's state (a DDL statement
-    /// ran on it, which may have made temporary objects): a pool must close
-    /// it instead of handing it to the next client.
     /// The id of the transaction a client's SQL `BEGIN` opened on this
     /// connection (a session's), until its COMMIT or ROLLBACK.
     pub fn open_txn(&self) -> Option<u64> {
@@ -299,6 +296,9 @@ impl Conn {
         self.open_txn.set(id);
     }
 
+    /// Marks the connection as holding its client's state (a DDL statement
+    /// ran on it, which may have made temporary objects): a pool must close
+    /// it instead of handing it to the next client.
     pub fn mark_spent(&self) {
         self.spent.set(true);
     }

@@ -60,12 +60,7 @@ impl Mode {
 /// is something else, or the connection is no session's (where such a
 /// statement is refused by [`check`]).
 pub fn session_transaction(conn: &Conn, sql: &str, mode: &Mode) -> EngineResult<Option<Written>> {
-    let Mode::Primary {
-        log,
-        txn: None,
-        session: true,
-    } = mode
-    else {
+    let Some(log) = session_log(mode) else {
         return Ok(None);
     };
     let script = conn.extract(sql)?;
@@ -73,6 +68,24 @@ pub fn session_transaction(conn: &Conn, sql: &str, mode: &Mode) -> EngineResult<
     {
         return Ok(None);
     }
+    transaction_in_session(conn, sql, log).map(Some)
+}
+
+/// The change log of a session's connection outside a Flight SQL
+/// transaction: where SQL transaction statements run.
+fn session_log(mode: &Mode) -> Option<&ChangeLog> {
+    match mode {
+        Mode::Primary {
+            log,
+            txn: None,
+            session: true,
+        } => Some(log),
+        _ => None,
+    }
+}
+
+/// Runs `sql`, a TRANSACTION statement, on a session's connection.
+fn transaction_in_session(conn: &Conn, sql: &str, log: &ChangeLog) -> EngineResult<Written> {
     let lsn = match (transaction_statement(conn, sql)?, conn.open_txn()) {
         (TxnStatement::Begin, None) => {
             let id = capture::begin_with(conn, log, || Ok(conn.execute_batch(sql)?))?;
@@ -104,12 +117,12 @@ pub fn session_transaction(conn: &Conn, sql: &str, mode: &Mode) -> EngineResult<
             ))
         }
     };
-    Ok(Some(Written {
+    Ok(Written {
         schema: Arc::new(Schema::empty()),
         batches: Vec::new(),
         changed: 0,
         lsn,
-    }))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,18 +481,22 @@ fn run_on(
             out.map_err(wrong_node)
         }
         Mode::Primary { log, txn, .. } => {
-            if let Some(w) = session_transaction(conn, sql, mode)? {
-                if let Some(s) = schema_tx.take() {
-                    let _ = s.send(Ok((w.schema, w.lsn)));
-                }
-                return Ok(());
-            }
             let txn = txn.or_else(|| conn.open_txn());
             let script = conn.extract(sql)?;
             if script.len() == 1 {
                 let stmt = script
                     .prepare(conn, 0)
                     .map_err(|e| explain_capture_error(e.into()))?;
+                if let Some(log) = session_log(mode)
+                    .filter(|_| stmt.statement_type() == StatementType::Transaction)
+                {
+                    drop(stmt);
+                    let w = transaction_in_session(conn, sql, log)?;
+                    if let Some(s) = schema_tx.take() {
+                        let _ = s.send(Ok((w.schema, w.lsn)));
+                    }
+                    return Ok(());
+                }
                 let kind = check(conn, stmt.statement_type(), sql)?;
                 if kind == StatementKind::Read && !reads_write(&stmt) {
                     return stream_prepared(conn, sql, stmt, params, deadline, schema_tx, tx);

@@ -15,8 +15,9 @@
 //! replica replays) may have changed what a name means, for a text without
 //! parameters or one DuckDB bound without their values; a parameter that can
 //! name what is read (`query_table(?)`) leaves its type unresolved, and then
-//! each run is checked. `EXPLAIN` itself cannot be explained: its output, the plan, is
-//! checked instead, before it reaches the client or commits.
+//! each run is checked. `EXPLAIN` itself cannot be explained: the statement
+//! it explains is checked before it runs, and its output, the plan, before
+//! it reaches the client or commits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
