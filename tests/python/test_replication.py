@@ -466,6 +466,26 @@ def test_queries_that_change_data_are_refused_and_writes_with_them_replicate(tmp
     assert compare_month(os.path.join(data, MONTH), 3) == []
 
 
+def converged(c, uri, answers, token=None, reads=6):
+    """After a sync, `reads` rounds of reads (spread over the replicas) give
+    each `(query, rows)` of `answers` its rows, and the server's own
+    verify_replicas agrees."""
+    sync(uri)
+    for _ in range(reads):
+        for q, want in answers:
+            t, node = c.query(q, month=MONTH, token=token)
+            assert t.to_pylist() == want, (q, node)
+    v = c.action("verify_replicas", {"month": MONTH})["months"][0]
+    assert v["ok"], v
+
+
+def as_dicts(con, sql):
+    """In-process DuckDB's rows of `sql`, as the Flight client's to_pylist()."""
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
 MIGRATION = """
 CREATE TABLE acct (id BIGINT PRIMARY KEY, owner VARCHAR, balance DECIMAL(18,2));
 INSERT INTO acct SELECT range, 'o' || (range % 97), range / 100 FROM range(130000);
@@ -501,7 +521,7 @@ def test_scripts_with_ddl_run_and_replicate_like_duckdb(tmp_path):
     rolls the whole script back, its DDL too, on every node."""
     ref = duckdb.connect()
     want_last = ref.execute(MIGRATION).fetchall()
-    want = {k: ref.execute(q).fetchall() for k, q in MIGRATION_STATE.items()}
+    want = [(q, as_dicts(ref, q)) for q in MIGRATION_STATE.values()]
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", "3")
     try:
@@ -523,17 +543,9 @@ def test_scripts_with_ddl_run_and_replicate_like_duckdb(tmp_path):
             "month": MONTH})
         assert status == 200, body
         n, token = c.update("CREATE TABLE h2 AS SELECT * FROM h1; DROP TABLE h1", month=MONTH)
-        sync(uri)
-        for _ in range(6):
-            for k, q in MIGRATION_STATE.items():
-                t, node = c.query(q, month=MONTH, token=token)
-                assert [tuple(r.values()) for r in t.to_pylist()] == want[k], (k, node)
-            t, node = c.query(
-                "SELECT (SELECT count(*) FROM h2) AS h2, (SELECT count(*) FROM duckdb_tables() "
-                "WHERE table_name IN ('h1', 'half')) AS gone", month=MONTH, token=token)
-            assert t.to_pylist() == [{"h2": 3000, "gone": 0}], node
-        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
-        assert v["ok"], v
+        gone = ("SELECT (SELECT count(*) FROM h2) AS h2, (SELECT count(*) FROM duckdb_tables() "
+                "WHERE table_name IN ('h1', 'half')) AS gone")
+        converged(c, uri, want + [(gone, [{"h2": 3000, "gone": 0}])], token=token)
         c.close()
     finally:
         stop(proc)
@@ -571,7 +583,7 @@ def test_sql_transactions_in_a_session_replicate_like_duckdb(tmp_path):
     ref = duckdb.connect()
     for sql in steps:
         ref.execute(sql)
-    want = [dict(zip(("n", "s", "m"), ref.execute(final).fetchone()))]
+    want = as_dicts(ref, final)
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", "3")
     try:
@@ -588,7 +600,7 @@ def test_sql_transactions_in_a_session_replicate_like_duckdb(tmp_path):
                     t, node = c.query("SELECT count(*) AS n FROM acc", month=MONTH)
                     assert t.to_pylist() == [{"n": 0}], node
             cur.execute(final)
-            assert [dict(zip(("n", "s", "m"), r)) for r in cur.fetchall()] == want
+            assert [dict(zip(("n", "s", "m"), r)) for r in cur.fetchall()] == want, want
             # DuckDB's own refusals, in DuckDB's words.
             for sql, why in [("COMMIT", "no transaction is active"),
                              ("ROLLBACK", "no transaction is active")]:
@@ -606,12 +618,7 @@ def test_sql_transactions_in_a_session_replicate_like_duckdb(tmp_path):
             with pytest.raises(Exception, match="in a Flight SQL session"):
                 cur.execute("BEGIN")
             cur.close()
-        sync(uri)
-        for _ in range(6):
-            t, node = c.query(final, month=MONTH)
-            assert t.to_pylist() == want, node
-        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
-        assert v["ok"], v
+        converged(c, uri, [(final, want)])
         c.close()
     finally:
         stop(proc)
@@ -636,7 +643,7 @@ def test_upserts_that_only_insert_replicate_like_duckdb(tmp_path):
     ref.execute("INSERT INTO k SELECT range, 'a' FROM range(5000)")
     counts = [ref.execute(sql).fetchall()[0][0] for sql in UPSERTS_THAT_INSERT]
     q = "SELECT count(*) AS n, sum(hash(id, v)) AS h FROM k"
-    want = [dict(zip(("n", "h"), ref.execute(q).fetchone()))]
+    want = as_dicts(ref, q)
     data = str(tmp_path / "data")
     proc, uri = start_server(data, "--replicas", "3")
     try:
@@ -651,12 +658,7 @@ def test_upserts_that_only_insert_replicate_like_duckdb(tmp_path):
                     "WHEN MATCHED THEN UPDATE SET v = 'm'"]:
             with pytest.raises(Exception, match="use UPDATE, or DELETE then INSERT"):
                 c.update(sql, month=MONTH)
-        sync(uri)
-        for _ in range(6):
-            t, node = c.query(q, month=MONTH)
-            assert t.to_pylist() == want, node
-        v = c.action("verify_replicas", {"month": MONTH})["months"][0]
-        assert v["ok"], v
+        converged(c, uri, [(q, want)])
         c.close()
     finally:
         stop(proc)
